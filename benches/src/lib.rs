@@ -1,0 +1,3 @@
+//! Benchmarks and the load generator for netpop.
+//!
+//! Not built yet (see README).

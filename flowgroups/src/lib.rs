@@ -1,0 +1,4 @@
+//! `flowgroups`: what makes many kernel instances one stack.
+//!
+//! Not built yet: shared-memory rings, the flow-group table, the balancer, kernel
+//! instances and the app channel protocol (see README).

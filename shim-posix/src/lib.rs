@@ -1,0 +1,3 @@
+//! `shim-posix`: the `LD_PRELOAD` socket shim.
+//!
+//! Not built yet: no libc call is intercepted today (see README).

@@ -8,6 +8,8 @@
 //! - `XxxRepr::emit(..)` never panics when given a buffer of at least
 //!   `XxxRepr::buffer_len()` bytes, and returns an error for a shorter one.
 
+pub mod ethernet;
 pub mod tcp;
 
+pub use ethernet::EthernetAddress;
 pub use tcp::{MAX_SACK_BLOCKS, SackBlock, SackBlocks, TcpFlags, TcpOptions, TcpRepr};

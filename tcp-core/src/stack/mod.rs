@@ -1,6 +1,7 @@
 //! The per-instance stack: frames in and out, ARP, IPv4 demultiplexing, the connection
 //! table and listeners.
 
+pub mod arp_cache;
 pub mod isn;
 pub(crate) mod siphash;
 pub mod syn_cookie;

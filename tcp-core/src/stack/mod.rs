@@ -3,5 +3,6 @@
 
 pub mod arp_cache;
 pub mod isn;
+pub mod reassembly;
 pub(crate) mod siphash;
 pub mod syn_cookie;

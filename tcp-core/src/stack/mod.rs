@@ -2,6 +2,7 @@
 //! table and listeners.
 
 pub mod arp_cache;
+pub mod counters;
 pub mod isn;
 pub mod reassembly;
 pub(crate) mod siphash;

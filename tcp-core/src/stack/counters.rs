@@ -37,6 +37,10 @@ stack_counters! {
 
     /// Dropped: ARP packet too short, or not Ethernet/IPv4 (RFC 826).
     arp_malformed,
+    /// ARP replies sent for requests asking for our address.
+    arp_replies_sent,
+    /// ARP requests sent to resolve a next hop.
+    arp_requests_sent,
     /// Dropped: IP packets waiting for ARP resolution that were displaced, did not fit, or
     /// whose address never resolved (RFC 1122 §2.3.2.2).
     arp_pending_dropped,
@@ -64,12 +68,25 @@ stack_counters! {
     /// Destination-unreachable messages received and passed to the transport
     /// (RFC 1122 §3.2.2.1).
     icmp_unreachable_received,
+    /// ICMP errors sent (port and protocol unreachable).
+    icmp_errors_sent,
+    /// ICMP errors not sent because the rate limit was reached (RFC 1812 §4.3.2.8).
+    icmp_rate_limited,
+    /// ICMP messages received and deliberately ignored (types we do not act on, or
+    /// fragmentation-needed messages that failed validation).
+    icmp_ignored,
+    /// Path MTU reductions applied to a connection from fragmentation-needed messages
+    /// (RFC 1191 §4).
+    path_mtu_updates,
 
     /// Dropped: UDP header or length invalid, or bad checksum (RFC 768).
     udp_malformed,
     /// Port-unreachable messages sent for UDP datagrams with no socket
     /// (RFC 1122 §3.2.2.1, §4.1.3.1).
     udp_port_unreachable_sent,
+    /// Dropped: broadcast UDP datagrams (no UDP sockets; no error is sent for a
+    /// broadcast).
+    udp_dropped,
 
     /// Dropped: TCP header invalid (data offset, options) or truncated.
     tcp_malformed,
@@ -98,9 +115,20 @@ stack_counters! {
     tcp_paws_rejected,
     /// Segments outside the receive window, answered with an ACK (RFC 9293 §3.10.7.4).
     tcp_out_of_window,
+    /// Resets sent for segments that belong to no connection.
+    tcp_resets_sent,
+    /// SYNs to a TIME-WAIT 4-tuple that started a new connection (RFC 6191).
+    tcp_time_wait_reused,
+    /// SYNs dropped because the stack holds its maximum number of sockets.
+    tcp_no_socket_space,
+    /// Dropped for another reason (RST to a listener, segment without SYN or ACK to a
+    /// listener, unacceptable segment in a state that sends nothing back).
+    tcp_dropped_other,
 
     /// Frames not sent because the transmit buffer was too small or none was available.
     tx_no_buffer,
+    /// Packets not sent because their destination is off-link and there is no gateway.
+    tx_no_route,
 }
 
 #[cfg(test)]

@@ -22,22 +22,22 @@ impl Stack {
     /// Processes one received Ethernet frame (without FCS).
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
         let now = self.clock(now);
-        self.counters.frames_in += 1;
+        self.counters.frames_received += 1;
         let (eth, payload) = match EthernetRepr::parse(frame) {
             Ok(v) => v,
             Err(_) => {
-                self.counters.ethernet_malformed += 1;
+                self.counters.eth_malformed += 1;
                 return;
             }
         };
         if eth.dst_addr != self.config.mac && !eth.dst_addr.is_broadcast() {
-            self.counters.ethernet_not_for_us += 1;
+            self.counters.eth_not_for_us += 1;
             return;
         }
         match eth.ethertype {
             EtherType::Arp => self.arp_input(now, payload),
             EtherType::Ipv4 => self.ipv4_input(now, payload),
-            _ => self.counters.ethernet_unknown_ethertype += 1,
+            _ => self.counters.eth_unknown_ethertype += 1,
         }
     }
 
@@ -112,7 +112,7 @@ impl Stack {
                 payload,
             ) {
                 Ok(Some(whole)) => {
-                    self.counters.fragments_reassembled += 1;
+                    self.counters.ipv4_fragments_reassembled += 1;
                     let ip = Ipv4Repr {
                         payload_len: whole.len(),
                         more_fragments: false,
@@ -122,7 +122,7 @@ impl Stack {
                     self.l4_input(now, &ip, &whole, unicast);
                 }
                 Ok(None) => {}
-                Err(_) => self.counters.fragments_dropped += 1,
+                Err(_) => self.counters.ipv4_fragments_dropped += 1,
             }
             return;
         }
@@ -275,7 +275,7 @@ impl Stack {
     /// reset (RFC 9293 §3.10.7.1).
     fn listener_input(&mut self, now: Instant, ip: &Ipv4Repr, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let Some(&lindex) = self.by_port.get(&seg.dst_port) else {
-            self.counters.tcp_no_listener += 1;
+            self.counters.tcp_no_listener_rst_sent += 1;
             self.send_reset(now, ip, seg);
             return;
         };

@@ -208,7 +208,7 @@ impl Stack {
             }
         }
         self.counters.arp_pending_dropped += self.arp.expire(now) as u64;
-        self.counters.fragments_timed_out += self.reassembler.expire(now) as u64;
+        self.counters.ipv4_fragment_timeouts += self.reassembler.expire(now) as u64;
     }
 
     /// The next event for the application, if any.

@@ -31,11 +31,11 @@ impl Stack {
                 match buf.get_mut(..frame.len()) {
                     Some(dst) => {
                         dst.copy_from_slice(&frame);
-                        self.counters.frames_out += 1;
+                        self.counters.frames_sent += 1;
                         return Some(frame.len());
                     }
                     None => {
-                        self.counters.tx_buffer_too_small += 1;
+                        self.counters.tx_no_buffer += 1;
                         continue;
                     }
                 }
@@ -64,10 +64,10 @@ impl Stack {
             self.settle(index, written.is_some());
             match written {
                 Some(Ok(len)) => {
-                    self.counters.frames_out += 1;
+                    self.counters.frames_sent += 1;
                     return Some(len);
                 }
-                Some(Err(_)) => self.counters.tx_buffer_too_small += 1,
+                Some(Err(_)) => self.counters.tx_no_buffer += 1,
                 None => {}
             }
         }

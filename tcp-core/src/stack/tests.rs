@@ -150,7 +150,7 @@ fn syn_to_closed_port_gets_reset_and_connect_fails() {
     let mut p = Pair::new();
     let c = p.a.connect(p.now, SocketAddrV4::new(IP_B, 9), None).unwrap();
     p.advance(Duration::from_millis(10));
-    assert_eq!(p.b.counters().tcp_no_listener, 1);
+    assert_eq!(p.b.counters().tcp_no_listener_rst_sent, 1);
     let evs = events(&mut p.a);
     assert!(evs.contains(&Event::Closed(c, CloseReason::Reset)), "{evs:?}");
     let rst = p.b_to_a.iter().find_map(|f| tcp_of(f).filter(|t| t.0.contains(TcpFlags::RST)));
@@ -205,8 +205,8 @@ fn garbage_frames_are_counted_not_fatal() {
     frame[14 + 10] ^= 0xff; // corrupt the IPv4 header checksum
     s.handle_frame(now, &frame);
     let c = s.counters();
-    assert_eq!(c.frames_in, 3);
-    assert_eq!(c.ethernet_malformed, 2);
+    assert_eq!(c.frames_received, 3);
+    assert_eq!(c.eth_malformed, 2);
     assert_eq!(c.ipv4_bad_checksum, 1);
     let mut buf = [0u8; 1600];
     assert_eq!(s.poll_transmit(now, &mut buf), None);

@@ -260,8 +260,8 @@ mod tests {
             packet[0] = 0x40 | ihl;
             assert_eq!(Ipv4Repr::parse(&packet, &OFFLOAD), Err(WireError::Malformed));
         }
-        // IHL 15 asks for 60 header bytes; the packet has 60 bytes in all, but total
-        // length (60) is fine, so it parses with an empty payload...
+        // IHL 15 makes all 60 bytes header (the TCP header is read as options), which
+        // the total length of 60 allows: an empty payload...
         packet[0] = 0x4f;
         assert_eq!(Ipv4Repr::parse(&packet, &OFFLOAD).unwrap().1, &[] as &[u8]);
         // ...and a buffer shorter than IHL*4 is truncated.

@@ -9,7 +9,10 @@
 //!   [`WireError::BufferTooSmall`] when the encoding does not fit, or
 //!   [`WireError::Malformed`] when the representation cannot be encoded (a length that does
 //!   not fit its 16-bit field, a fragment offset that is not a multiple of 8).
-//! - `parse(emit(repr)) == repr` for every representation `emit` accepts.
+//! - `parse(emit(repr)) == repr` for every `repr` that `parse` can return. (Where two
+//!   representations share an encoding, e.g. `DstUnreachable::Other(3)` and
+//!   `PortUnreachable`, `parse` returns the named one; TCP SACK blocks beyond the 40 option
+//!   bytes are left out by `emit`.)
 //!
 //! Checksums are controlled by [`Checksums`]: with offload on the NIC, the embedder turns
 //! off receive verification and transmit filling.

@@ -335,6 +335,57 @@ mod tests {
         assert_eq!(repr.options.mss, None);
     }
 
+    /// A SYN in the Windows layout, `mss 1460,nop,wscale 8,nop,nop,sackOK`, from
+    /// 10.0.0.2:49723 to 10.0.0.1:443; checksum from an independent script.
+    const WINDOWS_STYLE_SYN: [u8; 32] = [
+        0xc2, 0x3b, 0x01, 0xbb, 0x11, 0x22, 0x33, 0x44, 0x00, 0x00, 0x00, 0x00, 0x80, 0x02, 0xfa,
+        0xf0, 0x57, 0xc0, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x08, 0x01, 0x01,
+        0x04, 0x02,
+    ];
+
+    /// An ACK from 10.0.0.2:443 with `nop,nop,TS val 1000 ecr 2000,nop,nop,sack 2
+    /// {5000:6000}{7000:8000}`; checksum from an independent script.
+    const SACK_ACK: [u8; 52] = [
+        0x01, 0xbb, 0xc2, 0x3b, 0x55, 0x66, 0x77, 0x88, 0x00, 0x00, 0x0f, 0xa0, 0xd0, 0x10, 0x01,
+        0xf6, 0xf8, 0xcf, 0x00, 0x00, 0x01, 0x01, 0x08, 0x0a, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00,
+        0x07, 0xd0, 0x01, 0x01, 0x05, 0x12, 0x00, 0x00, 0x13, 0x88, 0x00, 0x00, 0x17, 0x70, 0x00,
+        0x00, 0x1b, 0x58, 0x00, 0x00, 0x1f, 0x40,
+    ];
+
+    #[test]
+    fn parses_options_in_another_stacks_order() {
+        let repr = TcpRepr::parse(&WINDOWS_STYLE_SYN, B, A, &VERIFY).unwrap();
+        assert_eq!(
+            repr.options,
+            TcpOptions {
+                mss: Some(1460),
+                window_scale: Some(8),
+                sack_permitted: true,
+                timestamp: None,
+                sack: SackBlocks::EMPTY,
+            }
+        );
+        assert_eq!((repr.src_port, repr.dst_port), (49723, 443));
+        // Emitted in the Linux order instead: MSS, NOP NOP SACK-permitted, NOP WS.
+        let mut buf = [0u8; 32];
+        repr.emit(&mut buf, B, A, &VERIFY).unwrap();
+        assert_eq!(&buf[20..], &[2, 4, 0x05, 0xb4, 1, 1, 4, 2, 1, 3, 3, 8]);
+        assert_eq!(TcpRepr::parse(&buf, B, A, &VERIFY), Ok(repr));
+    }
+
+    #[test]
+    fn parses_sack_blocks_and_emits_the_same_bytes() {
+        let repr = TcpRepr::parse(&SACK_ACK, B, A, &VERIFY).unwrap();
+        let blocks: Vec<(u32, u32)> =
+            repr.options.sack.as_slice().iter().map(|b| (b.left.0, b.right.0)).collect();
+        assert_eq!(blocks, [(5000, 6000), (7000, 8000)]);
+        assert_eq!(repr.options.timestamp, Some((1000, 2000)));
+        assert_eq!(repr.ack, SeqNumber(4000));
+        let mut buf = [0u8; 52];
+        assert_eq!(repr.emit(&mut buf, B, A, &VERIFY), Ok(52));
+        assert_eq!(buf, SACK_ACK);
+    }
+
     #[test]
     fn checksum_covers_pseudo_header_header_and_payload() {
         let wire = segment(test_vectors::LO_DATA_FRAME);

@@ -1,0 +1,209 @@
+//! The Internet checksum: the 16-bit one's-complement sum of RFC 1071 §1-2, the IPv4
+//! pseudo-header of RFC 9293 §3.1 / RFC 768, and the incremental update of RFC 1624 §3
+//! (equation 3).
+//!
+//! Sums returned here are *folded but not complemented*; a checksum field holds the
+//! complement of the combined sum (`!combine(&[..])`).
+
+use core::net::Ipv4Addr;
+
+use super::IpProtocol;
+
+/// Folds a wide one's-complement accumulator down to 16 bits (RFC 1071 §2(C)): adding
+/// the carries back in keeps the value congruent modulo 2^16 - 1.
+fn fold(mut sum: u64) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// One's-complement addition of two 64-bit words: a carry out of bit 63 is added back
+/// into bit 0, which is correct because 2^64 ≡ 1 (mod 2^16 - 1).
+fn add_end_around(acc: u64, word: u64) -> u64 {
+    let (sum, carried) = acc.overflowing_add(word);
+    // Cannot overflow: when `carried`, `sum <= 2^64 - 2`.
+    sum + u64::from(carried)
+}
+
+/// The folded one's-complement sum of `bytes` taken as big-endian 16-bit words; an odd
+/// final byte is padded with a zero octet (RFC 1071 §1). The result is not complemented.
+pub fn data(bytes: &[u8]) -> u16 {
+    // Summing 64-bit big-endian words is equivalent to summing their four 16-bit words,
+    // because 2^16 ≡ 1 (mod 2^16 - 1) (RFC 1071 §2(A), "associative" and "parallel
+    // summation"). Two accumulators give the CPU independent dependency chains.
+    let mut acc_a: u64 = 0;
+    let mut acc_b: u64 = 0;
+    let mut blocks = bytes.chunks_exact(16);
+    for block in &mut blocks {
+        let (first, second) = block.split_at(8);
+        acc_a = add_end_around(acc_a, be_u64(first));
+        acc_b = add_end_around(acc_b, be_u64(second));
+    }
+    let mut rest = blocks.remainder();
+    if rest.len() >= 8 {
+        let (first, tail) = rest.split_at(8);
+        acc_a = add_end_around(acc_a, be_u64(first));
+        rest = tail;
+    }
+    let mut pairs = rest.chunks_exact(2);
+    for pair in &mut pairs {
+        acc_b = add_end_around(acc_b, u64::from(u16::from_be_bytes([pair[0], pair[1]])));
+    }
+    if let [last] = pairs.remainder() {
+        acc_b = add_end_around(acc_b, u64::from(*last) << 8);
+    }
+    fold_u64(add_end_around(acc_a, acc_b))
+}
+
+/// Folds a 64-bit one's-complement sum to 16 bits without losing the high half's carries.
+fn fold_u64(sum: u64) -> u16 {
+    fold((sum >> 32) + (sum & 0xffff_ffff))
+}
+
+/// Reads exactly eight bytes as a big-endian `u64`; callers pass 8-byte slices.
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    u64::from_be_bytes(word)
+}
+
+/// Combines partial sums (each from [`data`], [`pseudo_header_ipv4`] or `combine`) into one
+/// folded sum. The partial sums must each cover an even number of bytes, except the last.
+pub fn combine(sums: &[u16]) -> u16 {
+    fold(sums.iter().map(|&sum| u64::from(sum)).sum())
+}
+
+/// The folded sum of the IPv4 pseudo-header that TCP and UDP checksums cover: source,
+/// destination, zero, protocol, and the length of the TCP/UDP header plus data
+/// (RFC 9293 §3.1, RFC 768).
+pub fn pseudo_header_ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, length: u32) -> u16 {
+    let src = u32::from(src);
+    let dst = u32::from(dst);
+    let sum = u64::from(src >> 16)
+        + u64::from(src & 0xffff)
+        + u64::from(dst >> 16)
+        + u64::from(dst & 0xffff)
+        + u64::from(u8::from(protocol))
+        + u64::from(length >> 16)
+        + u64::from(length & 0xffff);
+    fold(sum)
+}
+
+/// The new value of a checksum field after one 16-bit word it covers changes from
+/// `old_word` to `new_word`, without summing the whole header again: RFC 1624 §3,
+/// equation 3, `HC' = ~(~HC + ~m + m')`. That form (unlike RFC 1141's) never turns a
+/// valid checksum into the negative zero `0xffff` unless the covered data is all zeros.
+pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
+    !fold(u64::from(!old_checksum) + u64::from(!old_word) + u64::from(new_word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    /// The plainest possible RFC 1071 sum, to check the fast one against.
+    fn reference_sum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for pair in bytes.chunks(2) {
+            let word = match pair {
+                [hi, lo] => u16::from_be_bytes([*hi, *lo]),
+                [hi] => u16::from_be_bytes([*hi, 0]),
+                _ => unreachable!(),
+            };
+            sum += u32::from(word);
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn rfc1071_worked_example() {
+        // RFC 1071 §3: the bytes 00 01 f2 03 f4 f5 f6 f7 sum to ddf2.
+        assert_eq!(data(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0xddf2);
+    }
+
+    #[test]
+    fn ipv4_header_with_its_checksum_sums_to_all_ones() {
+        // A header Linux sent (ICMP port unreachable, captured on lo), checksum 0x93db.
+        let header = [
+            0x45, 0xc0, 0x00, 0x3d, 0xe8, 0x22, 0x00, 0x00, 0x40, 0x01, 0x93, 0xdb, 0x7f, 0x00,
+            0x00, 0x01, 0x7f, 0x00, 0x00, 0x01,
+        ];
+        assert_eq!(data(&header), 0xffff);
+        let mut zeroed = header;
+        zeroed[10] = 0;
+        zeroed[11] = 0;
+        assert_eq!(!data(&zeroed), 0x93db);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(data(&[0xab]), 0xab00);
+        assert_eq!(data(&[0x12, 0x34, 0xab]), 0x12 * 256 + 0x34 + 0xab00);
+        assert_eq!(data(&[]), 0);
+    }
+
+    #[test]
+    fn sums_of_all_ones_stay_all_ones() {
+        // Many 0xffff words exercise every carry path of the wide accumulators.
+        let bytes = [0xffu8; 1501];
+        assert_eq!(data(&bytes), reference_sum(&bytes));
+    }
+
+    #[test]
+    fn pseudo_header_matches_byte_layout() {
+        let src = Ipv4Addr::new(10, 0, 0, 1);
+        let dst = Ipv4Addr::new(192, 168, 7, 200);
+        let bytes = [10, 0, 0, 1, 192, 168, 7, 200, 0, 6, 0x05, 0xdc];
+        assert_eq!(pseudo_header_ipv4(src, dst, IpProtocol::Tcp, 1500), data(&bytes));
+    }
+
+    #[test]
+    fn update_example_from_rfc1624() {
+        // RFC 1624 §4: HC = 0xdd2f, m = 0x5555 -> m' = 0x3285 gives HC' = 0x0000.
+        assert_eq!(update(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    proptest! {
+        #[test]
+        fn fast_sum_equals_reference(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert_eq!(data(&bytes), reference_sum(&bytes));
+        }
+
+        #[test]
+        fn combine_equals_sum_over_concatenation(
+            a in proptest::collection::vec(any::<u16>(), 0..40),
+            b in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let a: Vec<u8> = a.iter().flat_map(|w| w.to_be_bytes()).collect();
+            let whole: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
+            prop_assert_eq!(combine(&[data(&a), data(&b)]), reference_sum(&whole));
+        }
+
+        /// An IPv4-like header (version nibble never zero, so the data is never all zero,
+        /// the one case where RFC 1624 eqn. 3 and recomputation pick different zeros).
+        #[test]
+        fn incremental_update_equals_recompute(
+            mut header in proptest::array::uniform20(any::<u8>()),
+            word_index in 0usize..8,
+            new_word in any::<u16>(),
+        ) {
+            header[0] = 0x45;
+            header[10] = 0;
+            header[11] = 0;
+            let checksum = !data(&header);
+            header[10..12].copy_from_slice(&checksum.to_be_bytes());
+            // Any word except the first (version) and the checksum field itself (word 5).
+            let offset = 2 * if word_index >= 4 { word_index + 2 } else { word_index + 1 };
+            let old_word = u16::from_be_bytes([header[offset], header[offset + 1]]);
+            header[offset..offset + 2].copy_from_slice(&new_word.to_be_bytes());
+            header[10] = 0;
+            header[11] = 0;
+            let recomputed = !data(&header);
+            prop_assert_eq!(update(checksum, old_word, new_word), recomputed);
+        }
+    }
+}

@@ -76,6 +76,11 @@ impl IfReq {
         self.data[..4].copy_from_slice(&value.to_ne_bytes());
     }
 
+    /// Stores a pointer in the union (`ifr_data`, used by `SIOCETHTOOL`).
+    pub(crate) fn set_pointer(&mut self, ptr: *mut libc::c_void) {
+        self.data[..size_of::<usize>()].copy_from_slice(&(ptr as usize).to_ne_bytes());
+    }
+
     pub(crate) fn int(&self) -> i32 {
         i32::from_ne_bytes([self.data[0], self.data[1], self.data[2], self.data[3]])
     }

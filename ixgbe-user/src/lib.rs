@@ -3,3 +3,5 @@
 pub mod queue;
 
 pub use queue::{QueueError, QueuePair, QueueStats};
+pub mod afxdp;
+pub mod linux;

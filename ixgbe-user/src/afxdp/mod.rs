@@ -5,7 +5,7 @@
 //!   socket registered for its rx queue (`bpf_redirect_map`, falling back to `XDP_PASS`);
 //! - [`netlink`]: attaching that program in SKB (generic) or driver (native) mode over
 //!   rtnetlink, and detaching it on drop;
-//! - [`umem`] and [`socket`]: the UMEM, the fill/completion/rx/tx rings and one socket per
+//! - `umem` and [`socket`]: the UMEM, the fill/completion/rx/tx rings and one socket per
 //!   queue, implementing [`crate::QueuePair`];
 //! - [`ethtool`]: the NIC's RSS indirection table, or a typed "no steering" answer.
 //!

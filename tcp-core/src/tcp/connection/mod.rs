@@ -454,7 +454,7 @@ impl Connection {
                 | State::Closing
                 | State::LastAck
         ) {
-            self.pending_control = Some(self.make_rst(self.snd_nxt.max(self.snd_una)));
+            self.pending_control = Some(self.make_rst(self.snd_max));
         }
         if self.state != State::Closed {
             self.enter_closed(CloseReason::Aborted);

@@ -73,10 +73,12 @@ impl Connection {
         }
         if self.keepalive_probe_due {
             self.keepalive_probe_due = false;
-            return Some(self.emit_ack(now, self.snd_nxt - 1u32));
+            return Some(self.emit_ack(now, self.snd_max - 1u32));
         }
         if self.ack_now {
-            return Some(self.emit_ack(now, self.snd_nxt));
+            // SND.MAX, not SND.NXT: after a timeout SND.NXT went back, and an ACK carrying
+            // an old sequence number would fail the peer's acceptability test.
+            return Some(self.emit_ack(now, self.snd_max));
         }
         self.update_persist(now);
         self.ensure_keepalive(now);

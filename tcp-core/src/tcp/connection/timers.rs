@@ -144,7 +144,7 @@ impl Connection {
         }
         if self.keepalive_probes >= k.probes {
             // Linux resets a connection whose keepalives went unanswered.
-            self.pending_control = Some(self.make_rst(self.snd_nxt));
+            self.pending_control = Some(self.make_rst(self.snd_max));
             self.enter_closed(CloseReason::TimedOut);
             return;
         }

@@ -41,8 +41,8 @@ use self::reassembly::Reassembler;
 use self::socket::{Listener, Socket};
 use self::syn_cookie::SynCookies;
 use crate::tcp::{
-    CloseReason, Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats,
-    FourTuple, Keepalive, RecvError, SendError, State,
+    Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats, FourTuple,
+    Keepalive, State,
 };
 use crate::time::Instant;
 

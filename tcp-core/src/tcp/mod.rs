@@ -16,6 +16,7 @@ pub mod seq;
 pub use config::{CongestionAlgorithm, Keepalive, TcpConfig};
 pub use connection::{
     CloseReason, Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats,
-    DropReason, FourTuple, Negotiated, RecvError, SegmentOutcome, SendError, State, reset_for,
+    DropReason, FourTuple, Negotiated, RecvError, SegmentOutcome, SendError, State, cookie_syn_ack,
+    reset_for,
 };
 pub use seq::SeqNumber;

@@ -31,6 +31,7 @@ mod tests;
 use alloc::collections::VecDeque;
 
 pub use export::ConnectionState;
+pub use options::cookie_syn_ack;
 pub use output::reset_for;
 pub use types::{
     CloseReason, ConnectionEvent, ConnectionParams, ConnectionStats, DropReason, FourTuple,

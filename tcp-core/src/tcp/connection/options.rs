@@ -107,3 +107,40 @@ impl Connection {
         mss.saturating_sub(ts).max(1)
     }
 }
+
+/// The SYN-ACK that answers `syn` statelessly with a SYN cookie (RFC 4987 §3.6): `iss` is
+/// the cookie and `tsval`, when the peer offered timestamps, carries the encoded window
+/// scale and SACK bits. Without timestamps nothing but the MSS survives the round trip, so
+/// window scaling and SACK are not offered. Its window matches what
+/// [`Connection::from_syn_cookie`] assumes was advertised.
+pub fn cookie_syn_ack(
+    config: &crate::tcp::TcpConfig,
+    syn: &TcpRepr<'_>,
+    iss: crate::tcp::SeqNumber,
+    tsval: Option<u32>,
+) -> TcpRepr<'static> {
+    let peer_ts = syn.options.timestamp.map(|(v, _)| v);
+    let timestamp = match (tsval, peer_ts) {
+        (Some(ours), Some(theirs)) if config.timestamps => Some((ours, theirs)),
+        _ => None,
+    };
+    let with_ts = timestamp.is_some();
+    TcpRepr {
+        src_port: syn.dst_port,
+        dst_port: syn.src_port,
+        seq: iss,
+        ack: syn.seq + 1u32,
+        flags: crate::wire::TcpFlags::SYN | crate::wire::TcpFlags::ACK,
+        window: config.recv_buffer.min(usize::from(u16::MAX)) as u16,
+        urgent: 0,
+        options: TcpOptions {
+            mss: Some(config.mss),
+            window_scale: (config.window_scale && with_ts && syn.options.window_scale.is_some())
+                .then(|| receive_scale_for(config.recv_buffer)),
+            sack_permitted: config.sack && with_ts && syn.options.sack_permitted,
+            timestamp,
+            sack: SackBlocks::EMPTY,
+        },
+        payload: &[],
+    }
+}

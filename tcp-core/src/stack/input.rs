@@ -214,8 +214,7 @@ impl Stack {
     }
 
     fn tcp_input(&mut self, now: Instant, ip: &Ipv4Repr, segment: &[u8]) {
-        let seg = match TcpRepr::parse(segment, ip.src_addr, ip.dst_addr, &self.config.checksums)
-        {
+        let seg = match TcpRepr::parse(segment, ip.src_addr, ip.dst_addr, &self.config.checksums) {
             Ok(s) => s,
             Err(WireError::BadChecksum) => {
                 self.counters.tcp_bad_checksum += 1;
@@ -374,7 +373,8 @@ impl Stack {
         let tsecr = seg.options.timestamp.map(|(_, ecr)| ecr.wrapping_sub(offset));
         let client_isn = seg.seq - 1;
         let cookie = seg.ack - 1;
-        let Some(opts) = self.cookies.check(now, tuple.local, tuple.remote, client_isn, cookie, tsecr)
+        let Some(opts) =
+            self.cookies.check(now, tuple.local, tuple.remote, client_isn, cookie, tsecr)
         else {
             self.counters.tcp_syn_cookies_rejected += 1;
             return false;

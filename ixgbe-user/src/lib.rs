@@ -1,5 +1,6 @@
 //! `ixgbe-user`: NIC queue pairs driven from userspace.
 
 pub mod queue;
+pub mod toeplitz;
 
 pub use queue::{QueueError, QueuePair, QueueStats};

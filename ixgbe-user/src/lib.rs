@@ -1,5 +1,7 @@
 //! `ixgbe-user`: NIC queue pairs driven from userspace.
 
+pub mod dma;
+pub mod mempool;
 pub mod queue;
 pub mod toeplitz;
 

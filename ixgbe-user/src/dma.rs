@@ -423,7 +423,7 @@ impl HugepageDma {
             meminfo
                 .lines()
                 .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.trim().split_whitespace().next())
+                .and_then(|rest| rest.split_whitespace().next())
                 .and_then(|v| v.parse::<u64>().ok())
         };
         match (field("HugePages_Total:"), field("HugePages_Free:")) {

@@ -44,6 +44,25 @@ impl TxState {
     }
 }
 
+fn send_frame(model: &mut Model82599, q: u16, mut frame: Gather, pad: bool) {
+    if frame.poisoned || frame.bytes.is_empty() {
+        return;
+    }
+    if pad && frame.bytes.len() < MIN_FRAME {
+        frame.bytes.resize(MIN_FRAME, 0);
+    }
+    let len = frame.bytes.len();
+    if model.wire.link_up() && model.wire.transmit(&frame.bytes).is_ok() {
+        ModelCounters::bump(&model.counters.wire_tx_frames);
+    }
+    let r = model.regs();
+    r.count(regs::GPTC, 1);
+    r.count64(regs::GOTCL, regs::GOTCH, len as u64 + 4);
+    if q < regs::STAT_QUEUES {
+        r.count(regs::qptc(q), 1);
+    }
+}
+
 fn process_queue(model: &mut Model82599, q: u16) -> usize {
     let r = model.regs();
     let ring_len = r.peek(regs::tdlen(q)) as usize;
@@ -70,15 +89,12 @@ fn process_queue(model: &mut Model82599, q: u16) -> usize {
         let ctl = ring.read_u32(head, 8);
         let gather = model.tx.pending.entry(q).or_default();
         let dtyp = ctl & TXD_DTYP_MASK;
-        if ctl & TXD_DCMD_DEXT != 0 && dtyp == TXD_DTYP_CONTEXT {
-            // Offload context only; nothing to send.
-        } else if ctl & TXD_DCMD_DEXT == 0 || dtyp != TXD_DTYP_DATA {
-            ModelCounters::bump(&model.counters.tx_bad_descriptors);
-            gather.poisoned = true;
-        } else {
+        let is_context = ctl & TXD_DCMD_DEXT != 0 && dtyp == TXD_DTYP_CONTEXT;
+        if !is_context {
             let len = (ctl & TXD_LEN_MASK) as usize;
+            let is_data = ctl & TXD_DCMD_DEXT != 0 && dtyp == TXD_DTYP_DATA;
             match model.handle.dma.translate(addr, len) {
-                Some(src) if len > 0 && gather.bytes.len() + len <= MAX_TX_FRAME => {
+                Some(src) if is_data && len > 0 && gather.bytes.len() + len <= MAX_TX_FRAME => {
                     // SAFETY: `translate` checked `src..src+len`; the descriptor is between
                     // head and tail, so software does not modify its buffer until DD.
                     let data = unsafe { std::slice::from_raw_parts(src, len) };
@@ -89,23 +105,10 @@ fn process_queue(model: &mut Model82599, q: u16) -> usize {
                     gather.poisoned = true;
                 }
             }
+            // EOP ends the frame even on a bad descriptor, so one mistake costs one frame.
             if ctl & TXD_DCMD_EOP != 0 {
-                let mut frame = std::mem::take(gather);
-                if !frame.poisoned && !frame.bytes.is_empty() {
-                    if pad && frame.bytes.len() < MIN_FRAME {
-                        frame.bytes.resize(MIN_FRAME, 0);
-                    }
-                    let len = frame.bytes.len();
-                    if model.wire.link_up() && model.wire.transmit(&frame.bytes).is_ok() {
-                        ModelCounters::bump(&model.counters.wire_tx_frames);
-                    }
-                    let r = model.regs();
-                    r.count(regs::GPTC, 1);
-                    r.count64(regs::GOTCL, regs::GOTCH, len as u64 + 4);
-                    if q < regs::STAT_QUEUES {
-                        r.count(regs::qptc(q), 1);
-                    }
-                }
+                let frame = std::mem::take(gather);
+                send_frame(model, q, frame, pad);
             }
         }
         if ctl & TXD_DCMD_RS != 0 {

@@ -229,7 +229,11 @@ impl Model82599 {
 
     /// Runs the device for one step; returns how much work it did (0 = idle).
     pub fn step(&mut self) -> usize {
-        let mut work = self.apply_requests();
+        let (mut work, reset) = self.apply_requests();
+        if reset {
+            // The reset itself takes this step; the EEPROM load starts with the next.
+            return work;
+        }
         if self.phase != BootPhase::Ready {
             self.advance_boot();
             return work + 1;
@@ -284,13 +288,15 @@ impl Model82599 {
         }
     }
 
-    fn apply_requests(&mut self) -> usize {
+    /// Applies pending register requests; returns the work done and whether a reset
+    /// happened.
+    fn apply_requests(&mut self) -> (usize, bool) {
         let mut work = 0;
         if let Some(ctrl) = self.regs().take_request(0) {
             work += 1;
             if ctrl & regs::CTRL_RST_MASK != 0 {
                 self.reset(ctrl);
-                return work;
+                return (work, true);
             }
             self.regs().poke(regs::CTRL, ctrl);
         }
@@ -322,7 +328,7 @@ impl Model82599 {
                 self.regs().poke(regs::txdctl(q), v);
             }
         }
-        work
+        (work, false)
     }
 }
 

@@ -7,7 +7,8 @@
 //! - clear-on-read statistics are read with an atomic swap to zero;
 //! - *latched* registers, whose written value takes effect only when the device acts on it
 //!   (CTRL reset, RXDCTL/TXDCTL enable, FDIRCTRL init, FDIRCMD), are written into a request
-//!   slot; the visible register changes only when the model engine applies the request.
+//!   slot; the visible register shows a command bit until the engine clears it, and a
+//!   queue's ENABLE bit keeps its old value until the engine applies the request.
 //!   So the driver's polls (reset bit self-clears, ENABLE reads back as set, INIT_DONE,
 //!   FDIRCMD completion) wait on the engine just as they would on the silicon.
 //!
@@ -114,7 +115,18 @@ impl RegisterFile {
     /// stored. Writes outside BAR0 are dropped.
     pub fn write(&self, offset: usize, value: u32) {
         if let Some(slot) = latched_slot(offset) {
-            if let Some(request) = self.memory.atomic_u64(REQUESTS_OFFSET + 8 * slot) {
+            if let (Some(request), Some(r)) =
+                (self.memory.atomic_u64(REQUESTS_OFFSET + 8 * slot), self.reg(offset))
+            {
+                // Self-clearing command bits (CTRL.RST, FDIRCMD.CMD) read back as written
+                // until the device clears them; a queue's ENABLE bit keeps its old value
+                // until the device has actually enabled or disabled the queue.
+                let enable_bit = match slot {
+                    0..=2 => 0,
+                    _ => regs::RXDCTL_ENABLE, // same bit position as TXDCTL_ENABLE
+                };
+                let old = r.load(Ordering::Acquire);
+                r.store((value & !enable_bit) | (old & enable_bit), Ordering::Release);
                 request.store(PENDING | u64::from(value), Ordering::Release);
             }
         } else if let Some(r) = self.reg(offset) {

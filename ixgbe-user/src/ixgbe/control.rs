@@ -63,7 +63,7 @@ impl DeviceControl {
         DeviceControl { bar, next_soft_id: AtomicU32::new(1), timeout: Duration::from_secs(2) }
     }
 
-    /// Writes the 40-byte Toeplitz key to RSSRK (byte 0 in bits 7:0 of RSSRK[0]).
+    /// Writes the 40-byte Toeplitz key to RSSRK (key byte 0 in bits 7:0 of the first RSSRK register).
     pub fn set_rss_key(&self, key: &[u8; KEY_LEN]) {
         for (i, chunk) in key.chunks_exact(4).enumerate() {
             let word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);

@@ -129,6 +129,22 @@ impl Connection {
             self.snd_nxt = self.iss;
             return SegmentOutcome::Accepted;
         }
+        // Simultaneous open: the peer's SYN-ACK acknowledges our SYN (RFC 9293 figure 7).
+        if self.state == State::SynReceived
+            && syn
+            && has_ack
+            && !rst
+            && seg.seq == self.irs
+            && self.snd_una < seg.ack
+            && seg.ack <= self.snd_max
+        {
+            self.establish(now);
+            self.ack_now = true;
+            return match self.process_ack(now, seg) {
+                Ok(()) => SegmentOutcome::Accepted,
+                Err(reason) => SegmentOutcome::Dropped(reason),
+            };
+        }
 
         // RFC 7323 §5.3 R1: PAWS, for everything but RST.
         if let (true, false, Some((tsval, _))) = (self.ts_ok, rst, seg.options.timestamp) {

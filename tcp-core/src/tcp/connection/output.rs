@@ -290,6 +290,9 @@ impl Connection {
         if self.cork {
             return false;
         }
+        if self.push_until.is_some_and(|p| self.snd_nxt + len <= p) {
+            return true;
+        }
         let nothing_unacked = self.snd_nxt == self.snd_una;
         if all_queued && (self.nodelay || nothing_unacked) {
             return true;

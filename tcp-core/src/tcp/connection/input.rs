@@ -95,6 +95,15 @@ impl Connection {
             self.ack_now = true;
             return SegmentOutcome::Dropped(DropReason::InvalidState);
         }
+        if f.contains(TcpFlags::FIN)
+            && !f.contains(TcpFlags::RST)
+            && seg.seq + seg.segment_len() == self.rcv_nxt
+        {
+            // The peer missed our ACK of its FIN: ACK again, restart 2*MSL (§3.10.7.4).
+            self.close_deadline = Some(now + self.cfg.time_wait);
+            self.ack_now = true;
+            return SegmentOutcome::Accepted;
+        }
         self.input_synchronized(now, seg)
     }
 

@@ -31,14 +31,6 @@ impl Scoreboard {
         &self.ranges
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.ranges.clear();
-    }
-
     pub(crate) fn sacked_bytes(&self) -> u32 {
         self.ranges.iter().map(|(l, r)| r.since(*l)).sum()
     }
@@ -100,9 +92,8 @@ impl Scoreboard {
         for (i, b) in blocks.iter().enumerate() {
             if i == 0 {
                 let below_ack = b.right <= snd_una;
-                let inside_second = blocks
-                    .get(1)
-                    .is_some_and(|s| s.left <= b.left && b.right <= s.right);
+                let inside_second =
+                    blocks.get(1).is_some_and(|s| s.left <= b.left && b.right <= s.right);
                 if below_ack || inside_second {
                     dsack = true;
                     continue;
@@ -198,7 +189,12 @@ impl Scoreboard {
         self.first_hole(high_rxt.max(snd_una), highest, max_len)
     }
 
-    fn first_hole(&self, from: SeqNumber, limit: SeqNumber, max_len: u32) -> Option<(SeqNumber, u32)> {
+    fn first_hole(
+        &self,
+        from: SeqNumber,
+        limit: SeqNumber,
+        max_len: u32,
+    ) -> Option<(SeqNumber, u32)> {
         let mut at = from;
         for &(l, r) in &self.ranges {
             if at >= limit {
@@ -278,6 +274,9 @@ mod tests {
         // Retransmitting [0,100) adds it back to the pipe.
         assert_eq!(sb.pipe(una, nxt, SeqNumber(100), MSS), 700);
         sb.advance(SeqNumber(350));
-        assert_eq!(sb.ranges(), &[(SeqNumber(350), SeqNumber(400)), (SeqNumber(500), SeqNumber(600))]);
+        assert_eq!(
+            sb.ranges(),
+            &[(SeqNumber(350), SeqNumber(400)), (SeqNumber(500), SeqNumber(600))]
+        );
     }
 }

@@ -240,7 +240,8 @@ impl Connection {
         self.state = if self.fin_queued { State::FinWait1 } else { State::Established };
         self.events.push_back(ConnectionEvent::Established);
         // RFC 5681 §3.1: one segment if the SYN or SYN-ACK had to be retransmitted.
-        let segments = if self.syn_retransmitted { 1 } else { self.cfg.initial_cwnd_segments.max(1) };
+        let segments =
+            if self.syn_retransmitted { 1 } else { self.cfg.initial_cwnd_segments.max(1) };
         self.cc.cwnd = segments * self.smss();
         self.quickacks = MAX_QUICKACKS;
         self.arm_keepalive(now);
@@ -287,7 +288,8 @@ impl Connection {
             seq = self.rcv_nxt;
         }
         // Keep only what lies inside the advertised window and fits the buffer.
-        let limit = self.advertised_window().min(u32::try_from(self.recv_buf.free()).unwrap_or(u32::MAX));
+        let limit =
+            self.advertised_window().min(u32::try_from(self.recv_buf.free()).unwrap_or(u32::MAX));
         let offset = seq.since(self.rcv_nxt);
         let room = limit.saturating_sub(offset) as usize;
         if payload.len() > room {
@@ -298,9 +300,7 @@ impl Connection {
             if !payload.is_empty() {
                 self.deliver_in_order(now, payload);
             }
-            if fin && seq + payload.len() == self.rcv_nxt {
-                self.receive_fin(now);
-            } else if self.ooo_fin == Some(self.rcv_nxt) {
+            if (fin && seq + payload.len() == self.rcv_nxt) || self.ooo_fin == Some(self.rcv_nxt) {
                 self.receive_fin(now);
             }
         } else {

@@ -25,7 +25,10 @@ fn active_close_through_time_wait() {
     h.advance(1);
     assert_eq!(h.conn.state(), State::Closed);
     assert!(h.conn.is_closed());
-    assert_eq!(h.events(), [ConnectionEvent::ReadClosed, ConnectionEvent::Closed(CloseReason::Normal)]);
+    assert_eq!(
+        h.events(),
+        [ConnectionEvent::ReadClosed, ConnectionEvent::Closed(CloseReason::Normal)]
+    );
 }
 
 #[test]
@@ -144,7 +147,10 @@ fn time_wait_reuse_with_timestamps() {
     let cfg = TcpConfig { timestamps: true, ..plain() };
     let mut h = time_wait(&cfg);
     // Same TSval as TS.Recent: not newer, so no reuse; the SYN is answered with an ACK.
-    assert_eq!(h.input(seg().syn().seq(1).ts(100, 0)), SegmentOutcome::Dropped(DropReason::InvalidState));
+    assert_eq!(
+        h.input(seg().syn().seq(1).ts(100, 0)),
+        SegmentOutcome::Dropped(DropReason::InvalidState)
+    );
     assert!(h.out().is_pure_ack());
     assert_eq!(h.input(seg().syn().seq(1).ts(101, 0)), SegmentOutcome::ReopenFromTimeWait);
 }
@@ -152,7 +158,10 @@ fn time_wait_reuse_with_timestamps() {
 #[test]
 fn time_wait_reuse_without_timestamps_needs_higher_sequence() {
     let mut h = time_wait(&plain());
-    assert_eq!(h.input(seg().syn().seq(IRS + 2)), SegmentOutcome::Dropped(DropReason::InvalidState));
+    assert_eq!(
+        h.input(seg().syn().seq(IRS + 2)),
+        SegmentOutcome::Dropped(DropReason::InvalidState)
+    );
     assert_eq!(h.input(seg().syn().seq(IRS + 100_000)), SegmentOutcome::ReopenFromTimeWait);
 }
 

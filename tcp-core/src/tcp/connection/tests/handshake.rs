@@ -15,7 +15,9 @@ fn active_open_offers_options_and_completes() {
     assert_eq!(syn.options.timestamp, Some((0, 0)));
     h.none();
     h.now = Instant::from_millis(30);
-    let out = h.input(seg().syn().seq(IRS).ack(ISS + 1).mss(1000).wscale(3).sack_perm().ts(77, 0).win(1000));
+    let out = h.input(
+        seg().syn().seq(IRS).ack(ISS + 1).mss(1000).wscale(3).sack_perm().ts(77, 0).win(1000),
+    );
     assert_eq!(out, SegmentOutcome::Accepted);
     assert_eq!(h.conn.state(), State::Established);
     let ack = h.out();

@@ -151,7 +151,8 @@ fn cubic_reduces_to_seventy_percent_and_grows_back() {
 #[test]
 fn keepalive_probes_then_gives_up_with_reset() {
     let mut h = Harness::established(&plain());
-    let k = Keepalive { idle: Duration::from_secs(10), interval: Duration::from_secs(2), probes: 2 };
+    let k =
+        Keepalive { idle: Duration::from_secs(10), interval: Duration::from_secs(2), probes: 2 };
     h.conn.set_keepalive(Some(k));
     h.none();
     assert_eq!(h.fire_next().as_secs(), 10);

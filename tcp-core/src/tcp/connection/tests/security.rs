@@ -7,13 +7,19 @@ use super::*;
 fn reset_must_match_rcv_nxt_exactly() {
     let mut h = Harness::established(&plain());
     // In the window but not exact: challenge ACK (RFC 5961 §3.2).
-    assert_eq!(h.input(seg().rst().seq(IRS + 100)), SegmentOutcome::Dropped(DropReason::ChallengeAck));
+    assert_eq!(
+        h.input(seg().rst().seq(IRS + 100)),
+        SegmentOutcome::Dropped(DropReason::ChallengeAck)
+    );
     let c = h.out();
     assert!(c.is_pure_ack());
     assert_eq!((c.seq, c.ack), (ISS + 1, IRS + 1));
     assert_eq!(h.conn.state(), State::Established);
     // Outside the window: silently dropped.
-    assert_eq!(h.input(seg().rst().seq(IRS + 1_000_000)), SegmentOutcome::Dropped(DropReason::OutOfWindow));
+    assert_eq!(
+        h.input(seg().rst().seq(IRS + 1_000_000)),
+        SegmentOutcome::Dropped(DropReason::OutOfWindow)
+    );
     h.none();
     assert_eq!(h.conn.stats().challenge_acks, 1);
 }
@@ -21,7 +27,10 @@ fn reset_must_match_rcv_nxt_exactly() {
 #[test]
 fn syn_on_an_established_connection_draws_a_challenge_ack() {
     let mut h = Harness::established(&plain());
-    assert_eq!(h.input(seg().syn().seq(IRS + 10)), SegmentOutcome::Dropped(DropReason::ChallengeAck));
+    assert_eq!(
+        h.input(seg().syn().seq(IRS + 10)),
+        SegmentOutcome::Dropped(DropReason::ChallengeAck)
+    );
     assert!(h.out().is_pure_ack());
     assert_eq!(h.conn.state(), State::Established);
 }
@@ -74,7 +83,10 @@ fn paws_drops_old_timestamps_but_not_resets() {
     assert_eq!(dup.options.timestamp.map(|t| t.1), Some(1000));
     assert_eq!(h.conn.recv_queue_len(), 1);
     // A newer timestamp passes; a reset is exempt from PAWS.
-    assert_eq!(h.input(seg().seq(IRS + 2).ack(ISS + 1).ts(1001, 0).payload(b"b")), SegmentOutcome::Accepted);
+    assert_eq!(
+        h.input(seg().seq(IRS + 2).ack(ISS + 1).ts(1001, 0).payload(b"b")),
+        SegmentOutcome::Accepted
+    );
     assert_eq!(h.input(seg().rst().seq(IRS + 3).ts(5, 0)), SegmentOutcome::Accepted);
     assert_eq!(h.conn.state(), State::Closed);
 }

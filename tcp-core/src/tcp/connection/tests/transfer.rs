@@ -73,7 +73,10 @@ fn old_duplicate_data_draws_dsack() {
     feed(&mut h, base, 1);
     h.out();
     // The same segment again: below RCV.NXT, out of window, acked with D-SACK.
-    assert_eq!(h.input(seg().seq(base).ack(ISS + 1).len(1000)), SegmentOutcome::Dropped(DropReason::OutOfWindow));
+    assert_eq!(
+        h.input(seg().seq(base).ack(ISS + 1).len(1000)),
+        SegmentOutcome::Dropped(DropReason::OutOfWindow)
+    );
     let a = h.out();
     assert_eq!(a.ack, base + 1000);
     // RFC 9293 drops the segment before its text is seen; only the ACK is sent.
@@ -167,7 +170,10 @@ fn receiver_window_tracks_buffer_and_avoids_silly_updates() {
     h.input(seg().seq(base + 4000).ack(ISS + 1).len(10));
     assert_eq!(h.conn.recv_queue_len(), 4000);
     assert_eq!(h.out().window, 0);
-    assert_eq!(h.input(seg().seq(base + 4100).ack(ISS + 1).len(10)), SegmentOutcome::Dropped(DropReason::OutOfWindow));
+    assert_eq!(
+        h.input(seg().seq(base + 4100).ack(ISS + 1).len(10)),
+        SegmentOutcome::Dropped(DropReason::OutOfWindow)
+    );
     assert!(h.out().is_pure_ack());
     let mut buf = [0u8; 400];
     // Reading 400 bytes frees less than min(buffer/2, MSS): no window update (SWS).
@@ -226,7 +232,8 @@ fn export_import_mid_transfer_continues_seamlessly() {
     let first = h.out();
     h.input(seg().seq(IRS + 1001).ack(ISS + 1).len(100).ts(5, 0));
     let state = h.conn.export();
-    let mut moved = Harness { conn: Connection::import(state.clone()), now: h.now, mtu_payload: 1460 };
+    let mut moved =
+        Harness { conn: Connection::import(state.clone()), now: h.now, mtu_payload: 1460 };
     assert_eq!(moved.conn.export().send_buffer, state.send_buffer);
     // The copy sends exactly what the original would.
     let a: Vec<Out> = h.drain();

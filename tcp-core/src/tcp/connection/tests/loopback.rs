@@ -242,3 +242,15 @@ fn one_megabyte_each_way_with_loss_newreno_without_options() {
     let cfg = TcpConfig { congestion: CongestionAlgorithm::NewReno, ..super::plain() };
     exchange(&cfg, 1 << 20, 5, 2, 11);
 }
+
+#[test]
+fn many_seeds_with_heavy_loss_and_reordering_all_complete() {
+    for seed in 1..=12u64 {
+        let cfg = if seed % 2 == 0 {
+            TcpConfig::default()
+        } else {
+            TcpConfig { congestion: CongestionAlgorithm::NewReno, ..super::plain() }
+        };
+        exchange(&cfg, 128 * 1024, 10, 10, seed * 7919);
+    }
+}

@@ -49,6 +49,7 @@ impl Assembler {
     }
 
     /// Bytes held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.blocks.iter().map(|b| b.data.len()).sum()
     }
@@ -128,12 +129,6 @@ impl Assembler {
         None
     }
 
-    /// Forgets all held data (the peer will retransmit it; RFC 2018 §8 reneging).
-    pub(crate) fn clear(&mut self) {
-        self.blocks.clear();
-        self.dsack = None;
-    }
-
     /// The SACK blocks to send: D-SACK first if pending, then by recency (RFC 2018 §4).
     /// The pending D-SACK is reported once.
     pub(crate) fn sack_blocks(&mut self, max: usize) -> SackBlocks {
@@ -142,7 +137,7 @@ impl Assembler {
             out.push(d);
         }
         let mut order: Vec<&OooBlock> = self.blocks.iter().collect();
-        order.sort_by(|a, b| b.recency.cmp(&a.recency));
+        order.sort_by_key(|b| core::cmp::Reverse(b.recency));
         for b in order {
             if out.len() >= max {
                 break;

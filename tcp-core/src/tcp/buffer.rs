@@ -56,13 +56,6 @@ impl ByteQueue {
         n
     }
 
-    /// Copies out and consumes up to `buf.len()` bytes.
-    pub(crate) fn pop(&mut self, buf: &mut [u8]) -> usize {
-        let n = self.peek_at(0, buf);
-        self.discard(n);
-        n
-    }
-
     /// Drops up to `n` bytes from the front.
     pub(crate) fn discard(&mut self, n: usize) {
         let n = n.min(self.bytes.len());
@@ -102,7 +95,8 @@ mod tests {
         assert_eq!(q.push(b"abcdefg"), 5);
         assert_eq!(q.free(), 0);
         let mut out = [0u8; 3];
-        assert_eq!(q.pop(&mut out), 3);
+        assert_eq!(q.peek_at(0, &mut out), 3);
+        q.discard(3);
         assert_eq!(&out, b"abc");
         assert_eq!(q.push(b"xyz"), 3);
         assert_eq!(q.to_vec(), b"dexyz");

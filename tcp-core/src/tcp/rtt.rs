@@ -20,7 +20,14 @@ pub(crate) struct RttEstimator {
 
 impl RttEstimator {
     pub(crate) fn new(initial: Duration, min_rto: Duration, max_rto: Duration) -> RttEstimator {
-        RttEstimator { srtt: None, rttvar: Duration::ZERO, base_rto: initial, backoff: 0, min_rto, max_rto }
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            base_rto: initial,
+            backoff: 0,
+            min_rto,
+            max_rto,
+        }
     }
 
     pub(crate) fn restore(
@@ -43,14 +50,15 @@ impl RttEstimator {
                 self.rttvar = rtt / 2;
             }
             Some(srtt) => {
-                let err = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                let err = srtt.abs_diff(rtt);
                 // RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R'|, SRTT = 7/8 SRTT + 1/8 R'.
                 self.rttvar = (self.rttvar * 3 + err) / 4;
                 self.srtt = Some((srtt * 7 + rtt) / 8);
             }
         }
         let srtt = self.srtt.unwrap_or(rtt);
-        self.base_rto = (srtt + (self.rttvar * 4).max(self.min_rto)).clamp(self.min_rto, self.max_rto);
+        self.base_rto =
+            (srtt + (self.rttvar * 4).max(self.min_rto)).clamp(self.min_rto, self.max_rto);
         self.backoff = 0;
     }
 
@@ -78,7 +86,11 @@ mod tests {
     use super::*;
 
     fn est() -> RttEstimator {
-        RttEstimator::new(Duration::from_secs(1), Duration::from_millis(200), Duration::from_secs(120))
+        RttEstimator::new(
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            Duration::from_secs(120),
+        )
     }
 
     #[test]

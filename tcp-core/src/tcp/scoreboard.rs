@@ -31,14 +31,6 @@ impl Scoreboard {
         &self.ranges
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.ranges.clear();
-    }
-
     pub(crate) fn sacked_bytes(&self) -> u32 {
         self.ranges.iter().map(|(l, r)| r.since(*l)).sum()
     }
@@ -100,9 +92,8 @@ impl Scoreboard {
         for (i, b) in blocks.iter().enumerate() {
             if i == 0 {
                 let below_ack = b.right <= snd_una;
-                let inside_second = blocks
-                    .get(1)
-                    .is_some_and(|s| s.left <= b.left && b.right <= s.right);
+                let inside_second =
+                    blocks.get(1).is_some_and(|s| s.left <= b.left && b.right <= s.right);
                 if below_ack || inside_second {
                     dsack = true;
                     continue;
@@ -117,9 +108,10 @@ impl Scoreboard {
     }
 
     /// The sequence number below which every un-SACKed byte is lost (RFC 6675 §4 IsLost):
-    /// at or below it there are DupThresh SACKed runs or DupThresh*SMSS SACKed bytes above.
+    /// below it there are DupThresh SACKed runs, or more than (DupThresh-1)*SMSS SACKed
+    /// bytes, above.
     pub(crate) fn loss_boundary(&self, mss: u32) -> Option<SeqNumber> {
-        let byte_limit = DUP_THRESH * mss;
+        let byte_limit = (DUP_THRESH - 1) * mss + 1;
         let mut bytes = 0u32;
         let mut by_bytes = None;
         for (count, &(l, r)) in self.ranges.iter().rev().enumerate() {
@@ -197,7 +189,12 @@ impl Scoreboard {
         self.first_hole(high_rxt.max(snd_una), highest, max_len)
     }
 
-    fn first_hole(&self, from: SeqNumber, limit: SeqNumber, max_len: u32) -> Option<(SeqNumber, u32)> {
+    fn first_hole(
+        &self,
+        from: SeqNumber,
+        limit: SeqNumber,
+        max_len: u32,
+    ) -> Option<(SeqNumber, u32)> {
         let mut at = from;
         for &(l, r) in &self.ranges {
             if at >= limit {
@@ -233,7 +230,7 @@ mod tests {
         assert_eq!((n, d), (0, true));
         // First block inside the second: D-SACK for a duplicate above SND.UNA.
         let (n, d) = sb.update(&[b(1300, 1400), b(1300, 1500)], SeqNumber(1000), SeqNumber(2000));
-        assert_eq!((n, d), (100, true));
+        assert_eq!((n, d), (200, true));
         assert_eq!(sb.sacked_bytes(), 300);
         // Blocks beyond SND.MAX are bogus.
         assert_eq!(sb.update(&[b(1900, 2100)], SeqNumber(1000), SeqNumber(2000)).0, 0);
@@ -250,6 +247,9 @@ mod tests {
         assert!(!sb.is_lost(SeqNumber(0), MSS));
         sb.update(&[b(500, 600)], una, max);
         assert!(sb.is_lost(SeqNumber(0), MSS));
+        // Above 200: two runs and exactly (DupThresh-1)*SMSS bytes, not more.
+        assert!(!sb.is_lost(SeqNumber(200), MSS));
+        sb.update(&[b(700, 701)], una, max);
         assert!(sb.is_lost(SeqNumber(200), MSS));
         assert!(!sb.is_lost(SeqNumber(400), MSS));
         // Three segments SACKed in one run mark what lies below as lost.
@@ -265,15 +265,18 @@ mod tests {
         let una = SeqNumber(0);
         let nxt = SeqNumber(1000);
         sb.update(&[b(100, 200), b(300, 400), b(500, 600)], una, nxt);
-        // Lost: [0,100) and [200,300); in flight: [400,500) and [600,1000).
-        assert_eq!(sb.pipe(una, nxt, una, MSS), 500);
+        // Lost: [0,100) only; in flight: [200,300), [400,500) and [600,1000).
+        assert_eq!(sb.pipe(una, nxt, una, MSS), 600);
         assert_eq!(sb.next_lost(una, una, MSS, MSS), Some((SeqNumber(0), 100)));
-        assert_eq!(sb.next_lost(una, SeqNumber(100), MSS, MSS), Some((SeqNumber(200), 100)));
-        assert_eq!(sb.next_lost(una, SeqNumber(300), MSS, MSS), None);
+        assert_eq!(sb.next_lost(una, SeqNumber(100), MSS, MSS), None);
+        assert_eq!(sb.next_unsacked(una, SeqNumber(100), MSS), Some((SeqNumber(200), 100)));
         assert_eq!(sb.next_unsacked(una, SeqNumber(300), MSS), Some((SeqNumber(400), 100)));
         // Retransmitting [0,100) adds it back to the pipe.
-        assert_eq!(sb.pipe(una, nxt, SeqNumber(100), MSS), 600);
+        assert_eq!(sb.pipe(una, nxt, SeqNumber(100), MSS), 700);
         sb.advance(SeqNumber(350));
-        assert_eq!(sb.ranges(), &[(SeqNumber(350), SeqNumber(400)), (SeqNumber(500), SeqNumber(600))]);
+        assert_eq!(
+            sb.ranges(),
+            &[(SeqNumber(350), SeqNumber(400)), (SeqNumber(500), SeqNumber(600))]
+        );
     }
 }

@@ -31,7 +31,8 @@ pub(crate) struct Cubic {
 
 /// Integer cube root (floor).
 fn cbrt(x: u64) -> u64 {
-    let (mut lo, mut hi) = (0u64, 2_097_152u64); // 2^21 cubed exceeds u64::MAX.
+    // 2_642_245 is the cube root of u64::MAX, rounded down.
+    let (mut lo, mut hi) = (0u64, 2_642_245u64);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
         if mid.checked_pow(3).is_some_and(|c| c <= x) {

@@ -8,8 +8,8 @@
 pub(crate) mod cubic;
 pub(crate) mod newreno;
 
-use crate::time::{Duration, Instant};
 use crate::tcp::config::CongestionAlgorithm;
+use crate::time::{Duration, Instant};
 
 pub(crate) use cubic::Cubic;
 pub(crate) use newreno::NewReno;

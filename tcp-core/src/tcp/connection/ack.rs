@@ -16,7 +16,11 @@ impl Connection {
         u32::from(field) << shift
     }
 
-    pub(crate) fn process_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Result<(), DropReason> {
+    pub(crate) fn process_ack(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr<'_>,
+    ) -> Result<(), DropReason> {
         let ack = seg.ack;
         if ack > self.snd_max {
             // RFC 9293: ACK of something not yet sent; RFC 5961 §5.2: a rate-limited ACK.
@@ -98,11 +102,8 @@ impl Connection {
     fn ack_new_data(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNumber) {
         let acked = ack.since(self.snd_una);
         self.take_rtt_sample(now, seg, ack);
-        let data_acked = if ack > self.send_start {
-            ack.min(self.data_end()).since(self.send_start)
-        } else {
-            0
-        };
+        let data_acked =
+            if ack > self.send_start { ack.min(self.data_end()).since(self.send_start) } else { 0 };
         self.send_buf.discard(data_acked as usize);
         self.send_start += data_acked;
         self.snd_una = ack;

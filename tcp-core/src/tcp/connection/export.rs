@@ -157,6 +157,8 @@ pub struct ConnectionState {
     pub nodelay: bool,
     /// TCP_CORK.
     pub cork: bool,
+    /// Data up to here is pushed regardless of Nagle (after uncorking).
+    pub push_until: Option<SeqNumber>,
     /// The application closed the socket.
     pub app_closed: bool,
     /// A send was cut short; `Writable` is owed.
@@ -245,6 +247,7 @@ impl Connection {
             challenge_count: self.challenge_count,
             nodelay: self.nodelay,
             cork: self.cork,
+            push_until: self.push_until,
             app_closed: self.app_closed,
             write_blocked: self.write_blocked,
             close_reason: self.close_reason,
@@ -338,6 +341,7 @@ impl Connection {
             challenge_count: s.challenge_count,
             nodelay: s.nodelay,
             cork: s.cork,
+            push_until: s.push_until,
             app_closed: s.app_closed,
             write_blocked: s.write_blocked,
             close_reason: s.close_reason,

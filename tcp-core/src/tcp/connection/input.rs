@@ -95,6 +95,15 @@ impl Connection {
             self.ack_now = true;
             return SegmentOutcome::Dropped(DropReason::InvalidState);
         }
+        if f.contains(TcpFlags::FIN)
+            && !f.contains(TcpFlags::RST)
+            && seg.seq + seg.segment_len() == self.rcv_nxt
+        {
+            // The peer missed our ACK of its FIN: ACK again, restart 2*MSL (§3.10.7.4).
+            self.close_deadline = Some(now + self.cfg.time_wait);
+            self.ack_now = true;
+            return SegmentOutcome::Accepted;
+        }
         self.input_synchronized(now, seg)
     }
 
@@ -128,6 +137,22 @@ impl Connection {
         if self.state == State::SynReceived && syn && !has_ack && !rst && seg.seq == self.irs {
             self.snd_nxt = self.iss;
             return SegmentOutcome::Accepted;
+        }
+        // Simultaneous open: the peer's SYN-ACK acknowledges our SYN (RFC 9293 figure 7).
+        if self.state == State::SynReceived
+            && syn
+            && has_ack
+            && !rst
+            && seg.seq == self.irs
+            && self.snd_una < seg.ack
+            && seg.ack <= self.snd_max
+        {
+            self.establish(now);
+            self.ack_now = true;
+            return match self.process_ack(now, seg) {
+                Ok(()) => SegmentOutcome::Accepted,
+                Err(reason) => SegmentOutcome::Dropped(reason),
+            };
         }
 
         // RFC 7323 §5.3 R1: PAWS, for everything but RST.
@@ -215,7 +240,8 @@ impl Connection {
         self.state = if self.fin_queued { State::FinWait1 } else { State::Established };
         self.events.push_back(ConnectionEvent::Established);
         // RFC 5681 §3.1: one segment if the SYN or SYN-ACK had to be retransmitted.
-        let segments = if self.syn_retransmitted { 1 } else { self.cfg.initial_cwnd_segments.max(1) };
+        let segments =
+            if self.syn_retransmitted { 1 } else { self.cfg.initial_cwnd_segments.max(1) };
         self.cc.cwnd = segments * self.smss();
         self.quickacks = MAX_QUICKACKS;
         self.arm_keepalive(now);
@@ -262,7 +288,8 @@ impl Connection {
             seq = self.rcv_nxt;
         }
         // Keep only what lies inside the advertised window and fits the buffer.
-        let limit = self.advertised_window().min(u32::try_from(self.recv_buf.free()).unwrap_or(u32::MAX));
+        let limit =
+            self.advertised_window().min(u32::try_from(self.recv_buf.free()).unwrap_or(u32::MAX));
         let offset = seq.since(self.rcv_nxt);
         let room = limit.saturating_sub(offset) as usize;
         if payload.len() > room {
@@ -273,9 +300,7 @@ impl Connection {
             if !payload.is_empty() {
                 self.deliver_in_order(now, payload);
             }
-            if fin && seq + payload.len() == self.rcv_nxt {
-                self.receive_fin(now);
-            } else if self.ooo_fin == Some(self.rcv_nxt) {
+            if (fin && seq + payload.len() == self.rcv_nxt) || self.ooo_fin == Some(self.rcv_nxt) {
                 self.receive_fin(now);
             }
         } else {

@@ -153,6 +153,8 @@ pub struct Connection {
 
     pub(crate) nodelay: bool,
     pub(crate) cork: bool,
+    /// Data queued up to here when the socket was uncorked goes out without waiting.
+    pub(crate) push_until: Option<SeqNumber>,
     /// `close()` was called: reading is over, arriving data resets the connection.
     pub(crate) app_closed: bool,
     pub(crate) write_blocked: bool,
@@ -225,6 +227,7 @@ impl Connection {
             challenge_count: 0,
             nodelay: config.nodelay,
             cork: false,
+            push_until: None,
             app_closed: false,
             write_blocked: false,
             close_reason: None,
@@ -469,6 +472,10 @@ impl Connection {
 
     /// TCP_CORK: hold partial segments until full or uncorked.
     pub fn set_cork(&mut self, on: bool) {
+        if self.cork && !on {
+            // Uncorking pushes what is queued, Nagle or not (as Linux).
+            self.push_until = Some(self.data_end());
+        }
         self.cork = on;
     }
 

@@ -66,9 +66,8 @@ impl Connection {
             mss: Some(self.cfg.mss),
             window_scale: offer(self.cfg.window_scale, self.ws_ok).then_some(self.rcv_wscale),
             sack_permitted: offer(self.cfg.sack, self.sack_ok),
-            timestamp: offer(self.cfg.timestamps, self.ts_ok).then(|| {
-                (self.ts_now(now), if is_syn_ack { self.ts_recent } else { 0 })
-            }),
+            timestamp: offer(self.cfg.timestamps, self.ts_ok)
+                .then(|| (self.ts_now(now), if is_syn_ack { self.ts_recent } else { 0 })),
             sack: SackBlocks::EMPTY,
         }
     }

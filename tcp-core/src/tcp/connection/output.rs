@@ -147,7 +147,11 @@ impl Connection {
     fn may_send_data(&self) -> bool {
         matches!(
             self.state,
-            State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
         )
     }
 
@@ -214,10 +218,8 @@ impl Connection {
             return Some(None);
         }
         // Rule 1: a lost hole.
-        let hole = self
-            .scoreboard
-            .next_lost(self.snd_una, recovery.high_rxt, smss, cap)
-            .or_else(|| {
+        let hole =
+            self.scoreboard.next_lost(self.snd_una, recovery.high_rxt, smss, cap).or_else(|| {
                 // Rule 2 is new data, tried next; rule 3 only when there is none.
                 let (new_len, new_fin) = self.extent_at(self.snd_max, cap);
                 let wnd_end = self.snd_una + self.snd_wnd;
@@ -290,6 +292,9 @@ impl Connection {
         if self.cork {
             return false;
         }
+        if self.push_until.is_some_and(|p| self.snd_nxt + len <= p) {
+            return true;
+        }
         let nothing_unacked = self.snd_nxt == self.snd_una;
         if all_queued && (self.nodelay || nothing_unacked) {
             return true;
@@ -312,7 +317,10 @@ impl Connection {
         let seg_end = seg.seq + seg.len + u32::from(seg.fin);
         if seg.seq < self.snd_max {
             self.stats.retransmits += 1;
-            if self.rtt_probe.is_some_and(|(probe, _)| probe.since(seg.seq) <= seg_end.since(seg.seq)) {
+            if self
+                .rtt_probe
+                .is_some_and(|(probe, _)| probe.since(seg.seq) <= seg_end.since(seg.seq))
+            {
                 // Karn's rule: a retransmitted segment gives no RTT sample.
                 self.rtt_probe = None;
             }
@@ -381,7 +389,8 @@ impl Connection {
     fn receive_window(&self) -> (u32, u32) {
         let max = u32::from(u16::MAX) << self.rcv_wscale;
         let free = u32::try_from(self.recv_buf.free()).unwrap_or(u32::MAX).min(max);
-        let current = if self.rcv_adv > self.rcv_nxt { self.rcv_adv.since(self.rcv_nxt) } else { 0 };
+        let current =
+            if self.rcv_adv > self.rcv_nxt { self.rcv_adv.since(self.rcv_nxt) } else { 0 };
         let threshold = u32::try_from(self.recv_buf.capacity() / 2)
             .unwrap_or(u32::MAX)
             .min(u32::from(self.cfg.mss))

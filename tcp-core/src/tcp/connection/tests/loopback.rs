@@ -93,7 +93,11 @@ impl Pair {
             }
             let extra = if rng.chance(reorder) { Duration::from_millis(3) } else { Duration::ZERO };
             let item = InFlight { arrival: now + delay + extra, repr, payload };
-            let pos = link.queue.iter().position(|s| s.arrival > item.arrival).unwrap_or(link.queue.len());
+            let pos = link
+                .queue
+                .iter()
+                .position(|s| s.arrival > item.arrival)
+                .unwrap_or(link.queue.len());
             link.queue.insert(pos, item);
         }
     }
@@ -110,8 +114,8 @@ impl Pair {
     /// Runs one step: deliver due segments, fire due timers, transmit; then jump the clock
     /// to the next event.
     fn step(&mut self) {
-        Pair::deliver(&mut self.a, &mut self.b_to_a.queue_as_link(), self.now);
-        Pair::deliver(&mut self.b, &mut self.a_to_b.queue_as_link(), self.now);
+        Pair::deliver(&mut self.a, &mut self.b_to_a, self.now);
+        Pair::deliver(&mut self.b, &mut self.a_to_b, self.now);
         for conn in [&mut self.a, &mut self.b] {
             if conn.poll_timeout().is_some_and(|t| t <= self.now) {
                 conn.handle_timeout(self.now);
@@ -135,18 +139,20 @@ impl Pair {
     }
 }
 
-impl Link {
-    fn queue_as_link(&mut self) -> &mut Link {
-        self
-    }
-}
-
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(u32::from(seed)) as u8).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(u32::from(seed)) as u8)
+        .collect()
 }
 
 /// Moves `len` bytes each way and checks exact, in-order delivery and a clean close.
-fn exchange(cfg: &TcpConfig, len: usize, loss: u64, reorder: u64, seed: u64) -> (ConnectionStats, ConnectionStats) {
+fn exchange(
+    cfg: &TcpConfig,
+    len: usize,
+    loss: u64,
+    reorder: u64,
+    seed: u64,
+) -> (ConnectionStats, ConnectionStats) {
     let mut p = Pair::new(cfg, loss, reorder, seed);
     let (out_a, out_b) = (pattern(1, len), pattern(2, len));
     let (mut sent_a, mut sent_b) = (0, 0);
@@ -156,7 +162,13 @@ fn exchange(cfg: &TcpConfig, len: usize, loss: u64, reorder: u64, seed: u64) -> 
     let mut steps = 0u64;
     loop {
         steps += 1;
-        assert!(steps < 5_000_000, "no progress at {:?}: a {:?} b {:?}", p.now, p.a.state(), p.b.state());
+        assert!(
+            steps < 5_000_000,
+            "no progress at {:?}: a {:?} b {:?}",
+            p.now,
+            p.a.state(),
+            p.b.state()
+        );
         if sent_a < len {
             sent_a += p.a.send(&out_a[sent_a..]).unwrap_or(0);
             if sent_a == len {
@@ -169,7 +181,9 @@ fn exchange(cfg: &TcpConfig, len: usize, loss: u64, reorder: u64, seed: u64) -> 
                 p.b.shutdown_write();
             }
         }
-        for (conn, got, eof) in [(&mut p.a, &mut got_a, &mut eof_a), (&mut p.b, &mut got_b, &mut eof_b)] {
+        for (conn, got, eof) in
+            [(&mut p.a, &mut got_a, &mut eof_a), (&mut p.b, &mut got_b, &mut eof_b)]
+        {
             loop {
                 match conn.recv(&mut buf) {
                     Ok(0) => {
@@ -190,7 +204,19 @@ fn exchange(cfg: &TcpConfig, len: usize, loss: u64, reorder: u64, seed: u64) -> 
             None => break,
         }
     }
-    assert!(eof_a && eof_b, "both sides saw end of file: {eof_a} {eof_b} {:?} {:?} {} {} {:?} {:?} {:?} {:?} at {:?}", p.a.state(), p.b.state(), got_a.len(), got_b.len(), p.a.close_reason, p.b.close_reason, p.a.stats(), p.b.stats(), p.now);
+    assert!(
+        eof_a && eof_b,
+        "both sides saw end of file: {eof_a} {eof_b} {:?} {:?} {} {} {:?} {:?} {:?} {:?} at {:?}",
+        p.a.state(),
+        p.b.state(),
+        got_a.len(),
+        got_b.len(),
+        p.a.close_reason,
+        p.b.close_reason,
+        p.a.stats(),
+        p.b.stats(),
+        p.now
+    );
     assert_eq!(got_b.len(), len);
     assert!(got_b == out_a, "a->b bytes differ");
     assert_eq!(got_a.len(), len);
@@ -213,9 +239,18 @@ fn one_megabyte_each_way_with_5_percent_loss_and_reordering() {
 
 #[test]
 fn one_megabyte_each_way_with_loss_newreno_without_options() {
-    let cfg = TcpConfig {
-        congestion: CongestionAlgorithm::NewReno,
-        ..super::plain()
-    };
+    let cfg = TcpConfig { congestion: CongestionAlgorithm::NewReno, ..super::plain() };
     exchange(&cfg, 1 << 20, 5, 2, 11);
+}
+
+#[test]
+fn many_seeds_with_heavy_loss_and_reordering_all_complete() {
+    for seed in 1..=12u64 {
+        let cfg = if seed % 2 == 0 {
+            TcpConfig::default()
+        } else {
+            TcpConfig { congestion: CongestionAlgorithm::NewReno, ..super::plain() }
+        };
+        exchange(&cfg, 128 * 1024, 10, 10, seed * 7919);
+    }
 }

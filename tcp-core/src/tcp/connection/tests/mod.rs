@@ -153,7 +153,11 @@ pub(super) struct Harness {
 
 impl Harness {
     pub(super) fn client(cfg: &TcpConfig) -> Harness {
-        Harness { conn: Connection::connect(cfg, params(), Instant::ZERO), now: Instant::ZERO, mtu_payload: 1460 }
+        Harness {
+            conn: Connection::connect(cfg, params(), Instant::ZERO),
+            now: Instant::ZERO,
+            mtu_payload: 1460,
+        }
     }
 
     /// A server connection from the peer's SYN `syn`.

@@ -134,7 +134,7 @@ fn arp_resolves_then_handshake_and_data_flow_both_ways() {
     p.b.close(s).unwrap();
     p.advance(Duration::from_millis(50));
     assert_eq!(read_all(&mut p.a, c), b"HTTP/1.0 200 OK\r\n\r\nhi");
-    assert!(events(&mut p.a).iter().any(|e| *e == Event::ReadClosed(c)));
+    assert!(events(&mut p.a).contains(&Event::ReadClosed(c)));
     p.a.close(c).unwrap();
     p.advance(Duration::from_secs(1));
     // B closed first, so B keeps TIME-WAIT; A went through LAST-ACK and is gone.

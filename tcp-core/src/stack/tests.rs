@@ -363,3 +363,15 @@ fn aborting_while_the_neighbor_is_unresolved_frees_the_socket() {
     while p.a.poll_transmit(p.now, &mut buf).is_some() {}
     assert_eq!(p.a.socket_count(), 0);
 }
+
+#[test]
+fn idle_connection_memory_stays_small() {
+    // The documented per-connection cost (see `Connection`): the control block itself, plus
+    // buffers that grow only while data is queued.
+    let size = core::mem::size_of::<crate::tcp::Connection>();
+    assert!(size <= 1100, "Connection grew to {size} bytes; update the documented figure");
+    let mut p = Pair::new();
+    let (c, _s) = p.connect(80);
+    assert_eq!(p.a.send_queue_len(c).unwrap(), 0);
+    assert_eq!(p.a.recv_queue_len(c).unwrap(), 0);
+}

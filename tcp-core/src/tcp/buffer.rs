@@ -5,6 +5,9 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+/// Storage an empty queue may keep.
+const RETAIN_WHEN_EMPTY: usize = 16 * 1024;
+
 /// A bounded FIFO of bytes.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ByteQueue {
@@ -42,16 +45,24 @@ impl ByteQueue {
     /// Appends as much of `data` as fits; returns how much was taken.
     pub(crate) fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
-        self.bytes.extend(data.iter().take(n));
+        // Extending from a slice copies in bulk (std specialises slice iterators).
+        self.bytes.extend(data.get(..n).unwrap_or_default());
         n
     }
 
     /// Copies bytes starting at `offset` into `buf` without consuming them.
     pub(crate) fn peek_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        let (front, back) = self.bytes.as_slices();
+        let (first, second) = match front.get(offset..) {
+            Some(rest) => (rest, back),
+            None => (back.get(offset - front.len()..).unwrap_or_default(), &[][..]),
+        };
         let mut n = 0;
-        for (dst, src) in buf.iter_mut().zip(self.bytes.iter().skip(offset)) {
-            *dst = *src;
-            n += 1;
+        for part in [first, second] {
+            let Some(dst) = buf.get_mut(n..) else { break };
+            let k = dst.len().min(part.len());
+            dst[..k].copy_from_slice(&part[..k]);
+            n += k;
         }
         n
     }
@@ -60,6 +71,17 @@ impl ByteQueue {
     pub(crate) fn discard(&mut self, n: usize) {
         let n = n.min(self.bytes.len());
         self.bytes.drain(..n);
+        // A drained queue that grew large gives its memory back, so a connection that once
+        // moved bulk data costs little while idle. Small queues keep theirs to avoid
+        // allocator churn on request/response traffic.
+        if self.bytes.is_empty() && self.bytes.capacity() > RETAIN_WHEN_EMPTY {
+            self.bytes = VecDeque::new();
+        }
+    }
+
+    /// Bytes of storage currently allocated.
+    pub(crate) fn allocated(&self) -> usize {
+        self.bytes.capacity()
     }
 
     /// A contiguous view of `len` bytes at `offset` (clamped to what is queued). The queue
@@ -100,6 +122,20 @@ mod tests {
         assert_eq!(&out, b"abc");
         assert_eq!(q.push(b"xyz"), 3);
         assert_eq!(q.to_vec(), b"dexyz");
+    }
+
+    #[test]
+    fn drained_large_queue_releases_its_storage() {
+        let mut q = ByteQueue::new(1 << 20);
+        q.push(&[7u8; 100_000]);
+        assert!(q.allocated() >= 100_000);
+        q.discard(60_000);
+        assert!(q.allocated() >= 40_000, "still holding data");
+        q.discard(40_000);
+        assert_eq!(q.allocated(), 0);
+        q.push(b"small");
+        q.discard(5);
+        assert!(q.allocated() > 0, "small queues keep their storage");
     }
 
     #[test]

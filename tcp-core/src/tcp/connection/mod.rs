@@ -63,6 +63,15 @@ pub(crate) struct Recovery {
 }
 
 /// One TCP connection. See the module documentation for the calling protocol.
+///
+/// # Memory
+///
+/// An idle connection costs about 1.1 KiB: the control block itself (1,008 bytes on
+/// x86-64, checked by a test) plus the [`Stack`](crate::stack::Stack)'s bookkeeping (its
+/// connection-table and timer entries). The send and receive buffers are allocated only
+/// while data is queued, grow up to [`TcpConfig::send_buffer`] and
+/// [`TcpConfig::recv_buffer`], and are released when they drain after growing past 16 KiB;
+/// out-of-order data and the SACK scoreboard likewise exist only while there is loss.
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) cfg: TcpConfig,

@@ -80,6 +80,7 @@ impl ByteQueue {
     }
 
     /// Bytes of storage currently allocated.
+    #[cfg(test)]
     pub(crate) fn allocated(&self) -> usize {
         self.bytes.capacity()
     }

@@ -174,7 +174,7 @@ impl Stack {
     /// RFC 1191 §4: lower the connection's path MTU, after checking that the quoted segment
     /// could be one we sent (RFC 5927 §4.1: a blind attacker must guess the 4-tuple).
     fn path_mtu_input(&mut self, now: Instant, header: &Ipv4Repr, quoted: &[u8], mtu: u16) {
-        let Some((sport, dport, _seq)) = crate::wire::tcp::quoted_ports_and_seq(quoted) else {
+        let Some((sport, dport, seq)) = crate::wire::tcp::quoted_ports_and_seq(quoted) else {
             self.counters.icmp_malformed += 1;
             return;
         };
@@ -192,6 +192,10 @@ impl Stack {
             return;
         };
         if let Some(s) = self.sockets.by_index_mut(index) {
+            if !s.conn.is_in_flight(seq) {
+                self.counters.icmp_ignored += 1;
+                return;
+            }
             s.conn.handle_path_mtu(mtu, now);
             self.counters.path_mtu_updates += 1;
             self.after_activity(index);

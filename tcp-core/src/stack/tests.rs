@@ -375,3 +375,71 @@ fn idle_connection_memory_stays_small() {
     assert_eq!(p.a.send_queue_len(c).unwrap(), 0);
     assert_eq!(p.a.recv_queue_len(c).unwrap(), 0);
 }
+
+/// An ICMP fragmentation-needed error from B's side quoting `seq` of A's connection.
+fn frag_needed(tuple: crate::tcp::FourTuple, seq: u32, mtu: u16) -> Vec<u8> {
+    let mut quoted = vec![0u8; 8];
+    quoted[0..2].copy_from_slice(&tuple.local.port().to_be_bytes());
+    quoted[2..4].copy_from_slice(&tuple.remote.port().to_be_bytes());
+    quoted[4..8].copy_from_slice(&seq.to_be_bytes());
+    let header = Ipv4Repr {
+        src_addr: IP_A,
+        dst_addr: IP_B,
+        protocol: IpProtocol::Tcp,
+        payload_len: 1480,
+        ttl: 64,
+        dscp_ecn: 0,
+        ident: 0,
+        dont_fragment: true,
+        more_fragments: false,
+        fragment_offset: 0,
+    };
+    let icmp = Icmpv4Repr::DstUnreachable {
+        reason: DstUnreachable::FragmentationNeeded,
+        next_hop_mtu: mtu,
+        header,
+        data: &quoted,
+    };
+    let mut frame = vec![0u8; 14 + 20 + icmp.buffer_len()];
+    EthernetRepr { src_addr: MAC_B, dst_addr: MAC_A, ethertype: EtherType::Ipv4 }
+        .emit(&mut frame)
+        .unwrap();
+    Ipv4Repr {
+        src_addr: IP_B,
+        dst_addr: IP_A,
+        protocol: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        ..header
+    }
+    .emit(&mut frame[14..], &Checksums::default())
+    .unwrap();
+    icmp.emit(&mut frame[34..], &Checksums::default()).unwrap();
+    frame
+}
+
+#[test]
+fn fragmentation_needed_lowers_the_segment_size_only_for_in_flight_data() {
+    let mut p = Pair::new();
+    let (c, _s) = p.connect(80);
+    let tuple = p.a.tuple(c).unwrap();
+    p.a.send(c, &[1u8; 20_000]).unwrap();
+    let mut buf = vec![0u8; 1600];
+    let mut first_seq = None;
+    while let Some(n) = p.a.poll_transmit(p.now, &mut buf) {
+        if let Some((_, seq)) = tcp_of(&buf[..n]) {
+            first_seq.get_or_insert(seq);
+        }
+    }
+    let seq = first_seq.expect("data went out");
+    // A forged error quoting a sequence number outside the flight is ignored.
+    p.a.handle_frame(p.now, &frag_needed(tuple, seq.wrapping_add(1 << 30), 1000));
+    assert_eq!(p.a.counters().path_mtu_updates, 0);
+    assert_eq!(p.a.connection_stats(c).unwrap().send_mss, 1448);
+    // A genuine one shrinks what the connection sends.
+    p.a.handle_frame(p.now, &frag_needed(tuple, seq, 1000));
+    assert_eq!(p.a.counters().path_mtu_updates, 1);
+    assert!(p.a.connection_stats(c).unwrap().send_mss <= 1000 - 40);
+    while let Some(n) = p.a.poll_transmit(p.now, &mut buf) {
+        assert!(n - 14 <= 1000, "a {n}-byte frame after the MTU dropped to 1000");
+    }
+}

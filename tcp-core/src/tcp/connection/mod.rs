@@ -308,6 +308,13 @@ impl Connection {
         conn
     }
 
+    /// True if `seq` lies in data sent and not yet acknowledged (`SND.UNA <= seq <
+    /// SND.MAX`): what an ICMP error quoting one of our segments must satisfy (RFC 5927
+    /// §4.1).
+    pub fn is_in_flight(&self, seq: SeqNumber) -> bool {
+        seq.in_range(self.snd_una, self.snd_max)
+    }
+
     /// The connection's addresses.
     pub fn tuple(&self) -> FourTuple {
         self.tuple

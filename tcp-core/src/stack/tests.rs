@@ -220,9 +220,8 @@ fn syn_queue_overflow_switches_to_syn_cookies_and_they_complete() {
     let mut buf = vec![0u8; 1600];
     p.a.add_neighbor(p.now, IP_B, MAC_B);
     p.b.add_neighbor(p.now, IP_A, MAC_A);
-    let conns: Vec<_> = (0..4)
-        .map(|_| p.a.connect(p.now, SocketAddrV4::new(IP_B, 80), None).unwrap())
-        .collect();
+    let conns: Vec<_> =
+        (0..4).map(|_| p.a.connect(p.now, SocketAddrV4::new(IP_B, 80), None).unwrap()).collect();
     while let Some(n) = p.a.poll_transmit(p.now, &mut buf) {
         p.b.handle_frame(p.now, &buf[..n]);
     }

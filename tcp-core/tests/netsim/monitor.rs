@@ -164,3 +164,34 @@ impl Monitor {
         }
     }
 }
+
+/// One line describing a frame, for traces.
+pub(crate) fn summary(frame: &[u8]) -> String {
+    match tcp_segment(frame) {
+        None => format!("non-TCP frame of {} bytes", frame.len()),
+        Some(Err(e)) => format!("unparsable frame ({e})"),
+        Some(Ok((src, dst, seg))) => {
+            let o = &seg.options;
+            let mut line = format!(
+                "{src}->{dst} [{:?}] seq={} ack={} len={} win={}",
+                seg.flags, seg.seq.0, seg.ack.0, seg.payload.len(), seg.window
+            );
+            if let Some(mss) = o.mss {
+                line += &format!(" mss={mss}");
+            }
+            if let Some(ws) = o.window_scale {
+                line += &format!(" ws={ws}");
+            }
+            if o.sack_permitted {
+                line += " sackOK";
+            }
+            if let Some((val, ecr)) = o.timestamp {
+                line += &format!(" ts={val}/{ecr}");
+            }
+            for b in o.sack.as_slice() {
+                line += &format!(" sack={}-{}", b.left.0, b.right.0);
+            }
+            line
+        }
+    }
+}

@@ -101,6 +101,8 @@ pub(crate) struct Sim {
     monitor: Monitor,
     steps: u64,
     tx_buf: Vec<u8>,
+    /// Print every frame (set `NETSIM_TRACE=1`; use with a single test).
+    trace: bool,
 }
 
 fn make_stack(mac: EthernetAddress, ip: Ipv4Addr, mtu: usize, tcp: &TcpConfig, rng: &mut Rng) -> Stack {
@@ -110,6 +112,9 @@ fn make_stack(mac: EthernetAddress, ip: Ipv4Addr, mtu: usize, tcp: &TcpConfig, r
     let mut config = StackConfig::new(mac, ip, 24, secret);
     config.mtu = mtu;
     config.tcp = tcp.clone();
+    // Workaround for the bug `bugs::syn_announces_an_mss_that_fits_the_mtu` shows: the
+    // stack does not derive the MSS it announces from its MTU, so the embedder does.
+    config.tcp.mss = config.tcp.mss.min(u16::try_from(mtu - 40).unwrap_or(u16::MAX));
     Stack::new(config)
 }
 
@@ -139,6 +144,7 @@ impl Sim {
             server,
             monitor: Monitor::default(),
             steps: 0,
+            trace: std::env::var_os("NETSIM_TRACE").is_some(),
         }
     }
 
@@ -172,9 +178,16 @@ impl Sim {
             client_stats: self.clients.conns.iter().filter_map(|c| c.final_stats).collect(),
             steps: self.steps,
         };
+        // A stale duplicate that arrives after its connection was freed is rightly answered
+        // with a reset (RFC 9293 §3.10.7.1); without loss, duplication or reordering there
+        // are no stale segments, so no reset at all.
+        let l = &self.cfg.link;
+        let stale_possible = l.loss_ppm + l.duplicate_ppm + l.reorder_ppm + l.corrupt_ppm > 0;
         for (c, side) in [(&report.client_counters, "client"), (&report.server_counters, "server")] {
             assert_eq!(c.tx_no_buffer, 0, "{side}: frames lost for lack of a transmit buffer");
-            assert_eq!(c.tcp_resets_sent + c.tcp_no_listener_rst_sent, 0, "{side} sent a reset: {c:?}");
+            if !stale_possible {
+                assert_eq!(c.tcp_resets_sent + c.tcp_no_listener_rst_sent, 0, "{side} sent a reset: {c:?}");
+            }
             assert_eq!(c.tcp_no_socket_space, 0, "{side}");
         }
         for (l, dir) in [(&report.up, "up"), (&report.down, "down")] {
@@ -221,10 +234,10 @@ impl Sim {
     fn advance_to_now(&mut self) {
         let now = self.now;
         while let Some(d) = self.up.pop_arrived(now) {
-            Self::deliver(&mut self.server_stack, &mut self.monitor, now, d, "server");
+            Self::deliver(&mut self.server_stack, &mut self.monitor, now, d, "server", self.trace);
         }
         while let Some(d) = self.down.pop_arrived(now) {
-            Self::deliver(&mut self.client_stack, &mut self.monitor, now, d, "client");
+            Self::deliver(&mut self.client_stack, &mut self.monitor, now, d, "client", self.trace);
         }
         if self.client_stack.poll_timeout().is_some_and(|t| t <= now) {
             self.client_stack.handle_timeout(now);
@@ -234,7 +247,11 @@ impl Sim {
         }
     }
 
-    fn deliver(stack: &mut Stack, monitor: &mut Monitor, now: Instant, d: Delivery, side: &str) {
+    fn deliver(stack: &mut Stack, monitor: &mut Monitor, now: Instant, d: Delivery, side: &str, trace: bool) {
+        if trace {
+            let mark = if d.corrupted { " (corrupted)" } else { "" };
+            println!("{now:?} {side} receives {}{mark}", crate::monitor::summary(&d.frame));
+        }
         let before = corruption_drops(stack.counters());
         stack.handle_frame(now, &d.frame);
         let rose = corruption_drops(stack.counters()) - before;
@@ -269,6 +286,9 @@ impl Sim {
         ] {
             while let Some(n) = stack.poll_transmit(self.now, &mut self.tx_buf) {
                 let frame = &self.tx_buf[..n];
+                if self.trace {
+                    println!("{:?} {side} sends {}", self.now, crate::monitor::summary(frame));
+                }
                 if let Err(e) = self.monitor.on_transmit(frame, mtu) {
                     panic!("{side} broke a wire invariant at {:?}: {e}", self.now);
                 }

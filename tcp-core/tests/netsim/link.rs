@@ -128,6 +128,8 @@ pub(crate) struct Link {
     queued_bytes: usize,
     in_flight: BinaryHeap<Reverse<InFlight>>,
     order: u64,
+    /// Frames still to be lost on purpose (scripted loss for reproductions).
+    forced_losses: u32,
 }
 
 impl Link {
@@ -141,7 +143,13 @@ impl Link {
             queued_bytes: 0,
             in_flight: BinaryHeap::new(),
             order: 0,
+            forced_losses: 0,
         }
+    }
+
+    /// Loses the next `n` frames offered, whatever the random draw says.
+    pub(crate) fn lose_next(&mut self, n: u32) {
+        self.forced_losses += n;
     }
 
     /// Puts a frame the sender produced at `now` on the link.
@@ -172,7 +180,9 @@ impl Link {
             finish
         };
         // A lost frame still used the transmitter: loss happens on the wire.
-        if self.rng.chance(self.params.loss_ppm) {
+        let forced = self.forced_losses > 0;
+        self.forced_losses = self.forced_losses.saturating_sub(1);
+        if self.rng.chance(self.params.loss_ppm) || forced {
             self.stats.lost += 1;
             return;
         }

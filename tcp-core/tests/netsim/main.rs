@@ -17,6 +17,7 @@
 //! into a scenario test; the seed in each input fixes every random choice of the link.
 
 mod app;
+mod bugs;
 mod link;
 mod monitor;
 mod properties;

@@ -41,6 +41,10 @@ pub(crate) struct SimConfig {
     pub(crate) time_limit: Duration,
     /// Driver iterations allowed in total.
     pub(crate) step_limit: u64,
+    /// Give both stacks each other's MAC address up front, with a lifetime longer than
+    /// any run. Works around `bugs::a_lost_arp_request_is_retried`: a connection whose
+    /// next hop is unresolved waits forever once an ARP request or reply is lost.
+    pub(crate) static_arp: bool,
 }
 
 impl SimConfig {
@@ -53,6 +57,7 @@ impl SimConfig {
             workload,
             time_limit: Duration::from_secs(3600),
             step_limit: 5_000_000,
+            static_arp: true,
         }
     }
 }
@@ -105,7 +110,17 @@ pub(crate) struct Sim {
     trace: bool,
 }
 
-fn make_stack(mac: EthernetAddress, ip: Ipv4Addr, mtu: usize, tcp: &TcpConfig, rng: &mut Rng) -> Stack {
+/// How long static neighbour entries live: longer than any run's time limit.
+const STATIC_ARP_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+
+fn make_stack(
+    mac: EthernetAddress,
+    ip: Ipv4Addr,
+    mtu: usize,
+    tcp: &TcpConfig,
+    rng: &mut Rng,
+    static_peer: Option<(Ipv4Addr, EthernetAddress)>,
+) -> Stack {
     let mut secret = [0u8; 16];
     secret[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
     secret[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -115,14 +130,36 @@ fn make_stack(mac: EthernetAddress, ip: Ipv4Addr, mtu: usize, tcp: &TcpConfig, r
     // Workaround for the bug `bugs::syn_announces_an_mss_that_fits_the_mtu` shows: the
     // stack does not derive the MSS it announces from its MTU, so the embedder does.
     config.tcp.mss = config.tcp.mss.min(u16::try_from(mtu - 40).unwrap_or(u16::MAX));
-    Stack::new(config)
+    if static_peer.is_some() {
+        config.arp_entry_lifetime = STATIC_ARP_LIFETIME;
+    }
+    let mut stack = Stack::new(config);
+    if let Some((peer_ip, peer_mac)) = static_peer {
+        stack.add_neighbor(START, peer_ip, peer_mac);
+    }
+    stack
 }
 
 impl Sim {
     pub(crate) fn new(cfg: SimConfig) -> Sim {
         let mut rng = Rng::new(cfg.seed);
-        let mut client_stack = make_stack(CLIENT_MAC, CLIENT_IP, cfg.link.mtu, &cfg.client_tcp, &mut rng);
-        let mut server_stack = make_stack(SERVER_MAC, SERVER_IP, cfg.link.mtu, &cfg.server_tcp, &mut rng);
+        let peer = |ip, mac| cfg.static_arp.then_some((ip, mac));
+        let mut client_stack = make_stack(
+            CLIENT_MAC,
+            CLIENT_IP,
+            cfg.link.mtu,
+            &cfg.client_tcp,
+            &mut rng,
+            peer(SERVER_IP, SERVER_MAC),
+        );
+        let mut server_stack = make_stack(
+            SERVER_MAC,
+            SERVER_IP,
+            cfg.link.mtu,
+            &cfg.server_tcp,
+            &mut rng,
+            peer(CLIENT_IP, CLIENT_MAC),
+        );
         let up = Link::new(cfg.link.clone(), rng.fork());
         let down = Link::new(cfg.link.clone(), rng.fork());
         let server = Server::listen(&mut server_stack, SERVER_PORT, cfg.workload);
@@ -334,7 +371,7 @@ impl Sim {
                 .min();
             let Some(next) = next else { return };
             assert!(
-                next <= self.now + Duration::from_secs(600),
+                next <= self.now + STATIC_ARP_LIFETIME,
                 "a timer {next:?} far in the future outlives every socket\n{}",
                 self.describe()
             );

@@ -30,8 +30,29 @@ struct Half {
 
 type Key = (SocketAddrV4, SocketAddrV4);
 
+/// Which checks are on. The ones off by default catch known stack bugs (see `bugs`); the
+/// properties run without them so they can still find new ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Checks {
+    /// Data never goes beyond the right edge the peer offered
+    /// (`bugs::sender_stays_within_the_offered_window`).
+    pub(crate) peer_window: bool,
+    /// The window a receiver offers never exceeds its receive buffer
+    /// (`bugs::passive_open_offers_no_more_window_than_its_buffer`).
+    pub(crate) window_within_buffer: bool,
+}
+
+impl Default for Checks {
+    fn default() -> Checks {
+        Checks { peer_window: false, window_within_buffer: false }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Monitor {
+    checks: Checks,
+    /// Receive buffer size of each host, for `Checks::window_within_buffer`.
+    recv_buffers: Vec<(std::net::Ipv4Addr, usize)>,
     halves: BTreeMap<Key, Half>,
     /// Segments observed leaving a stack.
     pub(crate) segments: u64,
@@ -66,6 +87,10 @@ fn after(a: SeqNumber, b: SeqNumber) -> bool {
 }
 
 impl Monitor {
+    pub(crate) fn new(checks: Checks, recv_buffers: Vec<(std::net::Ipv4Addr, usize)>) -> Monitor {
+        Monitor { checks, recv_buffers, ..Monitor::default() }
+    }
+
     /// The window shift `sender` applies to the windows it advertises (0 unless both SYNs
     /// carried the option).
     fn shift(&self, sender: Key) -> u8 {
@@ -135,9 +160,19 @@ impl Monitor {
                 if half.advertised_edge.is_none_or(|prev| after(edge, prev)) {
                     half.advertised_edge = Some(edge);
                 }
+                let offered = u64::from(seg.window) << shift;
+                let buffer = self.recv_buffers.iter().find(|(ip, _)| ip == src.ip()).map(|&(_, b)| b);
+                if let (true, Some(buffer)) = (self.checks.window_within_buffer, buffer) {
+                    if offered > buffer as u64 + (1u64 << shift) - 1 {
+                        return Err(format!(
+                            "{src}->{dst}: offers a window of {offered} bytes with a {buffer}-byte receive buffer"
+                        ));
+                    }
+                }
             }
         }
-        if !seg.payload.is_empty() {
+        let half = self.halves.entry(key).or_default();
+        if !seg.payload.is_empty() && self.checks.peer_window {
             if let Some(usable) = half.usable_edge {
                 let end = seg.seq + seg.payload.len();
                 if after(end, usable + 1u32) {

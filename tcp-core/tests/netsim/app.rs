@@ -212,7 +212,10 @@ impl Clients {
                     port,
                     sent: 0,
                     shut: false,
-                    rx: StreamCheck::new(Response::stream_for(workload.response, port), workload.response_len()),
+                    rx: StreamCheck::new(
+                        Response::stream_for(workload.response, port),
+                        workload.response_len(),
+                    ),
                     closed: false,
                     final_stats: None,
                 }
@@ -232,9 +235,15 @@ impl Clients {
                 continue;
             }
             let stream = request_stream(c.port);
-            progress |= write_available(stack, c.handle, w.request_len, &mut c.sent, w.write_chunk, &who, |at, out| {
-                fill_pattern(stream, at, out)
-            });
+            progress |= write_available(
+                stack,
+                c.handle,
+                w.request_len,
+                &mut c.sent,
+                w.write_chunk,
+                &who,
+                |at, out| fill_pattern(stream, at, out),
+            );
             if c.sent == w.request_len && !c.shut {
                 stack.shutdown_write(c.handle).expect("shutdown");
                 c.shut = true;
@@ -356,9 +365,15 @@ impl Server {
                 }
                 Response::Pattern(len) => {
                     let stream = response_stream(c.port);
-                    progress |= write_available(stack, h, len, &mut c.sent, w.write_chunk, &who, |at, out| {
-                        fill_pattern(stream, at, out)
-                    });
+                    progress |= write_available(
+                        stack,
+                        h,
+                        len,
+                        &mut c.sent,
+                        w.write_chunk,
+                        &who,
+                        |at, out| fill_pattern(stream, at, out),
+                    );
                 }
             }
             if c.rx.eof && c.sent == w.response_len() {
@@ -384,6 +399,11 @@ impl Server {
 pub(crate) fn is_closing_state(s: State) -> bool {
     matches!(
         s,
-        State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck | State::TimeWait | State::Closed
+        State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait
+            | State::Closed
     )
 }

@@ -318,8 +318,7 @@ mod tests {
         assert_eq!(delivered.len() as u64, 10_000 - s.lost + s.duplicated);
         let mut overtaken = false;
         for (i, (_, d)) in delivered.iter().enumerate() {
-            let differs: Vec<usize> =
-                (0..100).filter(|&k| d.frame[k] != original[k]).collect();
+            let differs: Vec<usize> = (0..100).filter(|&k| d.frame[k] != original[k]).collect();
             assert_eq!(d.corrupted, !differs.is_empty());
             assert!(differs.len() <= 1 && differs.iter().all(|&k| k >= ETH_HEADER));
             overtaken |= i > 0 && delivered[i - 1].0 > delivered[i].0;

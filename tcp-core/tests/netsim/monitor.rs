@@ -32,7 +32,7 @@ type Key = (SocketAddrV4, SocketAddrV4);
 
 /// Which checks are on. The ones off by default catch known stack bugs (see `bugs`); the
 /// properties run without them so they can still find new ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Checks {
     /// Data never goes beyond the right edge the peer offered
     /// (`bugs::sender_stays_within_the_offered_window`).
@@ -40,12 +40,6 @@ pub(crate) struct Checks {
     /// The window a receiver offers never exceeds its receive buffer
     /// (`bugs::passive_open_offers_no_more_window_than_its_buffer`).
     pub(crate) window_within_buffer: bool,
-}
-
-impl Default for Checks {
-    fn default() -> Checks {
-        Checks { peer_window: false, window_within_buffer: false }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -120,7 +114,9 @@ impl Monitor {
             return Ok(());
         }
         if seg.flags.contains(TcpFlags::SYN) {
-            if !seg.flags.contains(TcpFlags::ACK) && !self.halves.get(&key).is_some_and(|h| h.saw_syn) {
+            if !seg.flags.contains(TcpFlags::ACK)
+                && !self.halves.get(&key).is_some_and(|h| h.saw_syn)
+            {
                 self.halves.remove(&key);
                 self.halves.remove(&(dst, src));
             }
@@ -129,7 +125,9 @@ impl Monitor {
             half.offered_shift = seg.options.window_scale;
             if let Some(mss) = seg.options.mss {
                 if usize::from(mss) + 40 > mtu {
-                    return Err(format!("{src}->{dst}: SYN announces MSS {mss} but the MTU is {mtu}"));
+                    return Err(format!(
+                        "{src}->{dst}: SYN announces MSS {mss} but the MTU is {mtu}"
+                    ));
                 }
             }
         }
@@ -161,7 +159,8 @@ impl Monitor {
                     half.advertised_edge = Some(edge);
                 }
                 let offered = u64::from(seg.window) << shift;
-                let buffer = self.recv_buffers.iter().find(|(ip, _)| ip == src.ip()).map(|&(_, b)| b);
+                let buffer =
+                    self.recv_buffers.iter().find(|(ip, _)| ip == src.ip()).map(|&(_, b)| b);
                 if let (true, Some(buffer)) = (self.checks.window_within_buffer, buffer) {
                     if offered > buffer as u64 + (1u64 << shift) - 1 {
                         return Err(format!(
@@ -209,7 +208,11 @@ pub(crate) fn summary(frame: &[u8]) -> String {
             let o = &seg.options;
             let mut line = format!(
                 "{src}->{dst} [{:?}] seq={} ack={} len={} win={}",
-                seg.flags, seg.seq.0, seg.ack.0, seg.payload.len(), seg.window
+                seg.flags,
+                seg.seq.0,
+                seg.ack.0,
+                seg.payload.len(),
+                seg.window
             );
             if let Some(mss) = o.mss {
                 line += &format!(" mss={mss}");

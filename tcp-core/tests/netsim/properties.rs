@@ -8,7 +8,9 @@
 //!    MTU, checksum-drop counters rise exactly for the corrupted frames, and the wire
 //!    rules of `monitor`.
 //!
-//! Case counts: 96 + 64 + 64 + 64 = 288 whole-connection runs per `cargo test`.
+//! Case counts: 384 + 256 + 256 + 256 = 1,152 whole-connection runs per `cargo test`
+//! (about 10 s on one core at the test profile's opt-level 1; a simulated connection costs
+//! microseconds per frame).
 
 use proptest::prelude::*;
 use tcp_core::Duration;
@@ -49,19 +51,27 @@ fn link(
         (0..=loss_max, 0..=reorder_max, 0u64..=20_000, 0..=dup_max, corrupt),
         576usize..=1500,
     )
-        .prop_map(|(latency_us, bandwidth_bps, queue_limit, (loss, reorder, delay_us, dup, corrupt), mtu)| {
-            LinkParams {
-                latency: Duration::from_micros(latency_us),
+        .prop_map(
+            |(
+                latency_us,
                 bandwidth_bps,
                 queue_limit,
-                loss_ppm: loss,
-                reorder_ppm: reorder,
-                reorder_delay: Duration::from_micros(delay_us),
-                duplicate_ppm: dup,
-                corrupt_ppm: corrupt,
+                (loss, reorder, delay_us, dup, corrupt),
                 mtu,
-            }
-        })
+            )| {
+                LinkParams {
+                    latency: Duration::from_micros(latency_us),
+                    bandwidth_bps,
+                    queue_limit,
+                    loss_ppm: loss,
+                    reorder_ppm: reorder,
+                    reorder_delay: Duration::from_micros(delay_us),
+                    duplicate_ppm: dup,
+                    corrupt_ppm: corrupt,
+                    mtu,
+                }
+            },
+        )
 }
 
 fn tcp(buffers: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = TcpConfig> {
@@ -72,7 +82,11 @@ fn tcp(buffers: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = TcpCon
             sack,
             timestamps,
             window_scale,
-            congestion: if cubic { CongestionAlgorithm::Cubic } else { CongestionAlgorithm::NewReno },
+            congestion: if cubic {
+                CongestionAlgorithm::Cubic
+            } else {
+                CongestionAlgorithm::NewReno
+            },
             ..TcpConfig::default()
         },
     )
@@ -101,15 +115,35 @@ fn workload(nodelay: impl Strategy<Value = bool>) -> impl Strategy<Value = Workl
     )
 }
 
-fn run(seed: u64, link: LinkParams, client_tcp: TcpConfig, server_tcp: TcpConfig, workload: Workload) {
+fn run(
+    seed: u64,
+    link: LinkParams,
+    client_tcp: TcpConfig,
+    server_tcp: TcpConfig,
+    workload: Workload,
+) {
     let mut cfg = SimConfig::new(seed, link, workload);
     cfg.client_tcp = client_tcp;
     cfg.server_tcp = server_tcp;
-    Sim::new(cfg).run();
+    let report = Sim::new(cfg).run();
+    if std::env::var_os("NETSIM_VERBOSE").is_some() {
+        println!(
+            "{:>7} B up, {:>7} B down, {:?} transfer, frames {}/{}, lost {}/{}, corrupted {}/{}",
+            workload.request_len,
+            workload.response_len(),
+            report.transfer_time,
+            report.up.delivered,
+            report.down.delivered,
+            report.up.lost,
+            report.down.lost,
+            report.up.corrupted,
+            report.down.corrupted
+        );
+    }
 }
 
 proptest! {
-    #![proptest_config(config(96))]
+    #![proptest_config(config(384))]
     /// Everything random at once, within the ranges of the issue.
     #[test]
     fn random_links_sizes_and_options_deliver_every_byte_once_in_order_and_close(
@@ -124,7 +158,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(config(256))]
     /// Echo (the server's sending depends on what it received) over a link that loses,
     /// reorders and duplicates hard but does not corrupt.
     #[test]
@@ -141,7 +175,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(config(256))]
     /// Heavy corruption: every flipped byte must be caught by a checksum (one drop counter
     /// per corrupted frame) and never reach the application.
     #[test]
@@ -157,7 +191,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(config(256))]
     /// Tiny buffers, Nagle on, small application writes and reads: flow control, window
     /// updates, silly-window avoidance and the persist timer carry the transfer.
     #[test]

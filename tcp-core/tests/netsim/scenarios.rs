@@ -106,7 +106,13 @@ fn two_hundred_concurrent_connections_through_a_backlog_of_64_all_complete() {
     let report = Sim::new(SimConfig::new(0x5eed_0003, link, workload)).run();
     assert_eq!(report.client_stats.len(), 200);
     let c = &report.server_counters;
-    println!("200 connections: {:?}, syn queue full {}, cookies {}/{}", report.transfer_time, c.tcp_syn_queue_full, c.tcp_syn_cookies_sent, c.tcp_syn_cookies_accepted);
+    println!(
+        "200 connections: {:?}, syn queue full {}, cookies {}/{}",
+        report.transfer_time,
+        c.tcp_syn_queue_full,
+        c.tcp_syn_cookies_sent,
+        c.tcp_syn_cookies_accepted
+    );
     assert!(c.tcp_syn_cookies_sent > 0, "200 SYNs at once overflow a SYN queue of 64: {c:?}");
 }
 
@@ -156,7 +162,15 @@ fn the_same_seed_gives_the_same_run_and_another_seed_a_different_one() {
     let workload = Workload { response: Response::Echo, ..bulk(200_000) };
     let run = |seed| {
         let r = Sim::new(SimConfig::new(seed, link.clone(), workload)).run();
-        (r.transfer_time, r.teardown_time, r.up, r.down, r.client_counters, r.server_counters, r.steps)
+        (
+            r.transfer_time,
+            r.teardown_time,
+            r.up,
+            r.down,
+            r.client_counters,
+            r.server_counters,
+            r.steps,
+        )
     };
     let first = run(7);
     assert_eq!(first, run(7));

@@ -201,7 +201,10 @@ impl Sim {
         let transfer_time = self.now - START;
         for (stack, side) in [(&self.client_stack, "client"), (&self.server_stack, "server")] {
             for (h, state) in stack.connections() {
-                assert!(is_closing_state(state), "{side} {h:?} in {state} after both applications closed");
+                assert!(
+                    is_closing_state(state),
+                    "{side} {h:?} in {state} after both applications closed"
+                );
             }
         }
         // Once both applications closed, what remains is FIN retransmission and TIME-WAIT.
@@ -232,10 +235,15 @@ impl Sim {
         // are no stale segments, so no reset at all.
         let l = &self.cfg.link;
         let stale_possible = l.loss_ppm + l.duplicate_ppm + l.reorder_ppm + l.corrupt_ppm > 0;
-        for (c, side) in [(&report.client_counters, "client"), (&report.server_counters, "server")] {
+        for (c, side) in [(&report.client_counters, "client"), (&report.server_counters, "server")]
+        {
             assert_eq!(c.tx_no_buffer, 0, "{side}: frames lost for lack of a transmit buffer");
             if !stale_possible {
-                assert_eq!(c.tcp_resets_sent + c.tcp_no_listener_rst_sent, 0, "{side} sent a reset: {c:?}");
+                assert_eq!(
+                    c.tcp_resets_sent + c.tcp_no_listener_rst_sent,
+                    0,
+                    "{side} sent a reset: {c:?}"
+                );
             }
             assert_eq!(c.tcp_no_socket_space, 0, "{side}");
         }
@@ -247,7 +255,12 @@ impl Sim {
 
     /// Drives the loop until `done` holds; panics past `deadline` or the step budget, or
     /// when nothing is in flight and no timer is pending (a stall).
-    pub(crate) fn run_until(&mut self, phase: &str, deadline: Instant, done: impl Fn(&Sim) -> bool) {
+    pub(crate) fn run_until(
+        &mut self,
+        phase: &str,
+        deadline: Instant,
+        done: impl Fn(&Sim) -> bool,
+    ) {
         loop {
             self.settle();
             self.check_invariants();
@@ -264,7 +277,10 @@ impl Sim {
             .flatten()
             .min();
             let Some(next) = next else {
-                panic!("{phase}: stalled, nothing in flight and no timer pending\n{}", self.describe());
+                panic!(
+                    "{phase}: stalled, nothing in flight and no timer pending\n{}",
+                    self.describe()
+                );
             };
             assert!(next <= deadline, "{phase}: not done by {deadline:?}\n{}", self.describe());
             self.steps += 1;
@@ -296,7 +312,14 @@ impl Sim {
         }
     }
 
-    fn deliver(stack: &mut Stack, monitor: &mut Monitor, now: Instant, d: Delivery, side: &str, trace: bool) {
+    fn deliver(
+        stack: &mut Stack,
+        monitor: &mut Monitor,
+        now: Instant,
+        d: Delivery,
+        side: &str,
+        trace: bool,
+    ) {
         if trace {
             let mark = if d.corrupted { " (corrupted)" } else { "" };
             println!("{now:?} {side} receives {}{mark}", crate::monitor::summary(&d.frame));
@@ -305,7 +328,11 @@ impl Sim {
         stack.handle_frame(now, &d.frame);
         let rose = corruption_drops(stack.counters()) - before;
         if d.corrupted {
-            assert_eq!(rose, 1, "{side}: a corrupted frame was not dropped as corrupt: {:02x?}", d.frame);
+            assert_eq!(
+                rose, 1,
+                "{side}: a corrupted frame was not dropped as corrupt: {:02x?}",
+                d.frame
+            );
         } else {
             assert_eq!(rose, 0, "{side}: an intact frame was counted as corrupt: {:02x?}", d.frame);
             monitor.on_deliver(&d.frame);
@@ -349,10 +376,17 @@ impl Sim {
     }
 
     fn drain_events(&mut self) {
-        for (stack, side) in [(&mut self.client_stack, "client"), (&mut self.server_stack, "server")] {
+        for (stack, side) in
+            [(&mut self.client_stack, "client"), (&mut self.server_stack, "server")]
+        {
             while let Some(event) = stack.poll_event() {
                 if let Event::Closed(h, reason) = event {
-                    assert_eq!(reason, CloseReason::Normal, "{side} {h:?} closed abnormally at {:?}", self.now);
+                    assert_eq!(
+                        reason,
+                        CloseReason::Normal,
+                        "{side} {h:?} closed abnormally at {:?}",
+                        self.now
+                    );
                 }
             }
         }
@@ -360,12 +394,23 @@ impl Sim {
 
     /// Invariants visible through the API at every step.
     fn check_invariants(&self) {
-        let check = |stack: &Stack, tcp: &TcpConfig, handles: &mut dyn Iterator<Item = SocketHandle>, side: &str| {
+        let check = |stack: &Stack,
+                     tcp: &TcpConfig,
+                     handles: &mut dyn Iterator<Item = SocketHandle>,
+                     side: &str| {
             for h in handles {
                 let sq = stack.send_queue_len(h).expect("open handle");
                 let rq = stack.recv_queue_len(h).expect("open handle");
-                assert!(sq <= tcp.send_buffer, "{side} {h:?}: send queue {sq} > buffer {}", tcp.send_buffer);
-                assert!(rq <= tcp.recv_buffer, "{side} {h:?}: receive queue {rq} > buffer {}", tcp.recv_buffer);
+                assert!(
+                    sq <= tcp.send_buffer,
+                    "{side} {h:?}: send queue {sq} > buffer {}",
+                    tcp.send_buffer
+                );
+                assert!(
+                    rq <= tcp.recv_buffer,
+                    "{side} {h:?}: receive queue {rq} > buffer {}",
+                    tcp.recv_buffer
+                );
             }
         };
         check(&self.client_stack, &self.cfg.client_tcp, &mut self.clients.handles(), "client");
@@ -389,8 +434,14 @@ impl Sim {
             self.now = self.now.max(next);
             self.client_stack.handle_timeout(self.now);
             self.server_stack.handle_timeout(self.now);
-            for (stack, side) in [(&mut self.client_stack, "client"), (&mut self.server_stack, "server")] {
-                assert_eq!(stack.poll_transmit(self.now, &mut self.tx_buf), None, "idle {side} transmitted");
+            for (stack, side) in
+                [(&mut self.client_stack, "client"), (&mut self.server_stack, "server")]
+            {
+                assert_eq!(
+                    stack.poll_transmit(self.now, &mut self.tx_buf),
+                    None,
+                    "idle {side} transmitted"
+                );
             }
         }
         panic!("timers keep firing with no socket left\n{}", self.describe());
@@ -402,7 +453,12 @@ impl Sim {
         let _ = writeln!(out, "seed {:#x} at {:?}, {} steps", self.cfg.seed, self.now, self.steps);
         for (stack, side) in [(&self.client_stack, "client"), (&self.server_stack, "server")] {
             let conns: Vec<_> = stack.connections().collect();
-            let _ = writeln!(out, "{side}: {} sockets {conns:?}, next timeout {:?}", stack.socket_count(), stack.poll_timeout());
+            let _ = writeln!(
+                out,
+                "{side}: {} sockets {conns:?}, next timeout {:?}",
+                stack.socket_count(),
+                stack.poll_timeout()
+            );
             let nonzero: Vec<_> = stack.counters().iter().filter(|&(_, v)| v != 0).collect();
             let _ = writeln!(out, "{side} counters: {nonzero:?}");
         }

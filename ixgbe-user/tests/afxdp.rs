@@ -356,7 +356,7 @@ fn bursts_larger_than_the_umem(mode: XdpMode) {
         fixture
             .ns
             .run_inside(|| {
-                let socket = UdpSocket::bind((KERNEL_IP, 46000)).unwrap();
+                let socket = UdpSocket::bind((KERNEL_IP, 0)).unwrap();
                 for i in batch * BATCH..(batch + 1) * BATCH {
                     socket.send_to(&(i as u32).to_be_bytes(), (OUR_IP, 7300)).unwrap();
                 }

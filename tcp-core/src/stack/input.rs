@@ -64,7 +64,6 @@ impl Stack {
         if for_us || self.arp.lookup(sender, now).is_some() {
             self.arp.fill(sender, arp.source_hardware_addr, now);
             self.flush_pending(sender, arp.source_hardware_addr);
-            self.neighbor_resolved(sender);
         }
         if for_us && arp.operation == ArpOperation::Request {
             let reply = ArpRepr {

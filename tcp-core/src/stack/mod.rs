@@ -169,7 +169,7 @@ impl Stack {
     pub fn add_neighbor(&mut self, now: Instant, ip: Ipv4Addr, mac: crate::wire::EthernetAddress) {
         let now = self.clock(now);
         self.arp.fill(ip, mac, now);
-        self.neighbor_resolved(ip);
+        self.flush_pending(ip, mac);
     }
 
     /// The next instant at which [`handle_timeout`](Stack::handle_timeout) must be called,
@@ -671,22 +671,6 @@ impl Stack {
         }
         self.events
             .push_back(Event::Acceptable(ListenerHandle { index: parent, generation: lgen }));
-    }
-
-    /// Queues every connection that waits on `ip` for transmission after ARP resolved it.
-    fn neighbor_resolved(&mut self, ip: Ipv4Addr) {
-        let waiting: Vec<u32> = self
-            .sockets
-            .iter()
-            .filter(|(_, s)| s.next_hop == ip && !s.tx_queued)
-            .map(|(i, _)| i)
-            .collect();
-        for index in waiting {
-            if let Some(s) = self.sockets.by_index_mut(index) {
-                s.tx_queued = true;
-                self.tx_queue.push_back(index);
-            }
-        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::wire::arp::{self, ArpOperation, ArpRepr};
 use crate::wire::ethernet::{self, EtherType, EthernetRepr};
 use crate::wire::icmpv4::{DstUnreachable, Icmpv4Repr};
 use crate::wire::ipv4::{self, Ipv4Repr};
+use crate::wire::tcp;
 use crate::wire::{EthernetAddress, IpProtocol, TcpRepr, WireError};
 
 /// Bytes of an offending datagram quoted in an ICMP error (RFC 1812 §4.3.2.3: as much as
@@ -43,31 +44,33 @@ impl Stack {
             let Some(s) = self.sockets.by_index_mut(index) else { continue };
             s.tx_queued = false;
             let next_hop = s.next_hop;
-            let Some(mac) = self.arp.lookup(next_hop, now) else {
-                // The connection keeps its data; `neighbor_resolved` requeues it.
-                self.request_arp(now, next_hop);
-                continue;
-            };
-            let max_payload = self.config.mtu.saturating_sub(ipv4::HEADER_LEN + 20);
-            let Some(s) = self.sockets.by_index_mut(index) else { continue };
+            // An unresolved next hop does not hold the connection back: its segments wait in
+            // the bounded ARP queue (as in Linux's neighbour queue) while TCP's own timers
+            // run, so a peer that never answers ARP ends in a timeout, not a hang.
+            let mac = self.arp.lookup(next_hop, now);
+            let max_payload = self.config.mtu.saturating_sub(ipv4::HEADER_LEN + tcp::HEADER_LEN);
             let tuple = s.conn.tuple();
-            let written = match s.conn.poll_transmit(now, max_payload) {
-                Some(seg) => {
-                    let r = frame_tcp(&self.config, &mut self.ip_ident, mac, tuple, &seg, buf);
-                    Some(r)
-                }
-                None => None,
-            };
+            let written = s.conn.poll_transmit(now, max_payload).map(|seg| {
+                let dst = mac.unwrap_or(EthernetAddress([0; 6]));
+                frame_tcp(&self.config, &mut self.ip_ident, dst, tuple, &seg, buf)
+            });
             // Sending may arm timers and finish a closing connection. A socket with nothing
             // to send leaves the transmit queue until its next activity.
             self.settle(index, written.is_some());
-            match written {
-                Some(Ok(len)) => {
+            match (written, mac) {
+                (Some(Ok(len)), Some(_)) => {
                     self.counters.frames_sent += 1;
                     return Some(len);
                 }
-                Some(Err(_)) => self.counters.tx_no_buffer += 1,
-                None => {}
+                (Some(Ok(len)), None) => {
+                    let packet = buf.get(ethernet::HEADER_LEN..len).unwrap_or_default().to_vec();
+                    if !self.arp.queue_pending(next_hop, packet) {
+                        self.counters.arp_pending_dropped += 1;
+                    }
+                    self.request_arp(now, next_hop);
+                }
+                (Some(Err(_)), _) => self.counters.tx_no_buffer += 1,
+                (None, _) => {}
             }
         }
     }

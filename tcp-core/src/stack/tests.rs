@@ -134,7 +134,7 @@ fn arp_resolves_then_handshake_and_data_flow_both_ways() {
     p.b.close(s).unwrap();
     p.advance(Duration::from_millis(50));
     assert_eq!(read_all(&mut p.a, c), b"HTTP/1.0 200 OK\r\n\r\nhi");
-    assert!(events(&mut p.a).iter().any(|e| *e == Event::ReadClosed(c)));
+    assert!(events(&mut p.a).contains(&Event::ReadClosed(c)));
     p.a.close(c).unwrap();
     p.advance(Duration::from_secs(1));
     // B closed first, so B keeps TIME-WAIT; A went through LAST-ACK and is gone.
@@ -320,4 +320,46 @@ fn tcp_of(frame: &[u8]) -> Option<(TcpFlags, u32)> {
     let (ip, t) = Ipv4Repr::parse(p, &Checksums::default()).ok()?;
     let seg = TcpRepr::parse(t, ip.src_addr, ip.dst_addr, &Checksums::default()).ok()?;
     Some((seg.flags, seg.seq.0))
+}
+
+#[test]
+fn connect_to_a_neighbor_that_never_answers_arp_times_out_instead_of_hanging() {
+    let mut a = stack(MAC_A, IP_A);
+    let mut now = Instant::from_secs(1);
+    let c = a.connect(now, SocketAddrV4::new(IP_B, 80), None).unwrap();
+    let mut buf = vec![0u8; 1600];
+    let mut arp_requests = 0;
+    let end = now + Duration::from_secs(300);
+    let mut closed = None;
+    while now < end && closed.is_none() {
+        while let Some(n) = a.poll_transmit(now, &mut buf) {
+            let (eth, _) = EthernetRepr::parse(&buf[..n]).unwrap();
+            assert_eq!(eth.ethertype, EtherType::Arp, "nothing but ARP leaves without a MAC");
+            arp_requests += 1;
+        }
+        for e in events(&mut a) {
+            if let Event::Closed(h, reason) = e {
+                closed = Some((h, reason));
+            }
+        }
+        now = a.poll_timeout().unwrap_or(end).max(now);
+        a.handle_timeout(now);
+    }
+    assert_eq!(closed, Some((c, CloseReason::TimedOut)), "connect gives up like a lost SYN");
+    // One request per SYN (re)transmission at most, never a flood.
+    assert!((1..=8).contains(&arp_requests), "{arp_requests} ARP requests");
+    a.close(c).unwrap();
+    assert_eq!(a.socket_count(), 0);
+}
+
+#[test]
+fn aborting_while_the_neighbor_is_unresolved_frees_the_socket() {
+    let mut p = Pair::new();
+    let (c, _s) = p.connect(80);
+    // Let A's ARP entry for B expire, then abort: the RST waits for ARP, the socket not.
+    p.advance(Duration::from_secs(120));
+    p.a.abort(c).unwrap();
+    let mut buf = vec![0u8; 1600];
+    while p.a.poll_transmit(p.now, &mut buf).is_some() {}
+    assert_eq!(p.a.socket_count(), 0);
 }

@@ -53,7 +53,7 @@ fn a_lost_arp_reply_is_retried() {
 /// Control for the two tests above: with nothing lost, dynamic ARP works.
 #[test]
 fn dynamic_arp_resolves_when_nothing_is_lost() {
-    let mut cfg = SimConfig::new(1, one_ms_link(), small_exchange());
+    let cfg = SimConfig::new(1, one_ms_link(), small_exchange());
     let report = Sim::new(cfg).run();
     assert_eq!(report.client_counters.arp_requests_sent, 1);
     assert_eq!(report.server_counters.arp_replies_sent, 1);

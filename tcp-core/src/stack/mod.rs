@@ -109,6 +109,10 @@ impl Stack {
         let (lo, hi) = config.ephemeral_ports;
         let ephemeral_ports = (lo.max(1), hi.max(lo.max(1)));
         let secret = config.secret;
+        // The MSS we announce must fit the link: MTU less the IPv4 and TCP headers.
+        let mut config = config;
+        let mtu_mss = config.mtu.saturating_sub(40).clamp(536, usize::from(u16::MAX)) as u16;
+        config.tcp.mss = config.tcp.mss.min(mtu_mss);
         Stack {
             arp: ArpCache::new(
                 config.arp_cache_capacity,

@@ -1,7 +1,6 @@
-//! Minimal reproductions of stack bugs the simulator found. Each open one is `#[ignore]`d
-//! with a one-line description until the stack is fixed; run them with
-//! `cargo test -p tcp-core --test netsim -- --ignored`. Fixed ones stay as regression
-//! tests.
+//! Minimal reproductions of stack bugs the simulator found, kept as regression tests. A
+//! newly found bug lands here first, `#[ignore]`d with a one-line description until it is
+//! fixed (`cargo test -p tcp-core --test netsim -- --ignored` runs those).
 
 use tcp_core::Duration;
 use tcp_core::tcp::{CongestionAlgorithm, TcpConfig};
@@ -66,7 +65,6 @@ fn dynamic_arp_resolves_when_nothing_is_lost() {
 /// tcp-core stacks each clamps what it sends to its own MTU, which hides the problem; a
 /// Linux peer would not.)
 #[test]
-#[ignore = "bug: the SYN's MSS option ignores StackConfig::mtu (1460 announced with MTU 1000)"]
 fn syn_announces_an_mss_that_fits_the_mtu() {
     use std::net::SocketAddrV4;
     use tcp_core::Instant;
@@ -96,7 +94,6 @@ fn syn_announces_an_mss_that_fits_the_mtu() {
 /// ISNs), and the never-shrink rule then keeps offering `65535 << rcv_wscale`. A peer may
 /// then send far more than the buffer holds. Active opens are not affected.
 #[test]
-#[ignore = "bug: a passively opened connection offers 65535 << wscale, not its receive buffer"]
 fn passive_open_offers_no_more_window_than_its_buffer() {
     for seed in 1..=8 {
         let tcp = TcpConfig { recv_buffer: 4096, window_scale: false, ..TcpConfig::default() };
@@ -132,7 +129,6 @@ fn active_open_offers_no_more_window_than_its_buffer() {
 /// its FIN up to 405511167 although the client offered only up to 405511005. The client
 /// drops the excess and the server must retransmit it. (Found by the properties.)
 #[test]
-#[ignore = "bug: an old-SEQ segment acking new data lets the sender exceed the offered window"]
 fn sender_stays_within_the_offered_window() {
     let link = LinkParams {
         latency: Duration::from_micros(14_991),
@@ -179,7 +175,6 @@ fn sender_stays_within_the_offered_window() {
 /// RCV.NXT forever; the client retransmits until it gives up (TimedOut after ~15 minutes
 /// of simulated time). Any ISN within one window below 2^31 hits this.
 #[test]
-#[ignore = "bug: passive open with RCV.NXT just below 2^31 refuses all data (connection times out)"]
 fn passive_open_accepts_data_when_rcv_nxt_is_just_below_2_pow_31() {
     let cfg = SimConfig::new(7_784_349_365_214_533_827, one_ms_link(), small_exchange());
     Sim::new(cfg).run();

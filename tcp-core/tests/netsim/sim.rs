@@ -130,9 +130,6 @@ fn make_stack(
     let mut config = StackConfig::new(mac, ip, 24, secret);
     config.mtu = mtu;
     config.tcp = tcp.clone();
-    // Workaround for the bug `bugs::syn_announces_an_mss_that_fits_the_mtu` shows: the
-    // stack does not derive the MSS it announces from its MTU, so the embedder does.
-    config.tcp.mss = config.tcp.mss.min(u16::try_from(mtu - 40).unwrap_or(u16::MAX));
     if static_peer.is_some() {
         config.arp_entry_lifetime = STATIC_ARP_LIFETIME;
     }

@@ -42,7 +42,8 @@ impl Connection {
         }
         // Any acceptable ACK answers a window probe (RFC 1122 §4.2.2.17).
         self.persist_unanswered = 0;
-        if ack > self.snd_una {
+        let advances = ack > self.snd_una;
+        if advances {
             self.ack_new_data(now, seg, ack);
         } else if ack == self.snd_una {
             let duplicate = seg.payload.is_empty()
@@ -55,12 +56,17 @@ impl Connection {
                 self.enter_recovery(now);
             }
         }
-        // RFC 9293 §3.10.7.4: update the send window from the newest segment only.
+        // RFC 9293 §3.10.7.4: update the send window from the newest segment only. An ACK
+        // that moves SND.UNA also counts as newest (as Linux's tcp_may_update_window): else
+        // a retransmitted segment with an old SEQ would advance SND.UNA but keep the old
+        // window, stretching SND.UNA + SND.WND past what the peer offered.
         if self.snd_una <= ack
-            && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= ack))
+            && (advances
+                || self.snd_wl1 < seg.seq
+                || (self.snd_wl1 == seg.seq && self.snd_wl2 <= ack))
         {
             self.snd_wnd = window;
-            self.snd_wl1 = seg.seq;
+            self.snd_wl1 = self.snd_wl1.max(seg.seq);
             self.snd_wl2 = ack;
             self.max_snd_wnd = self.max_snd_wnd.max(window);
         }

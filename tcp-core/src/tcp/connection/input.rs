@@ -76,6 +76,7 @@ impl Connection {
         } else {
             // Simultaneous open (RFC 9293 §3.5, figure 7): answer with SYN-ACK.
             self.state = State::SynReceived;
+            self.rcv_adv = self.rcv_nxt;
             self.snd_nxt = self.iss;
         }
         SegmentOutcome::Accepted

@@ -265,6 +265,8 @@ impl Connection {
         let mut conn = Connection::new(config, params, State::SynReceived, now);
         conn.irs = syn.seq;
         conn.rcv_nxt = syn.seq + 1u32;
+        // Nothing offered yet: the SYN-ACK moves the right edge from here.
+        conn.rcv_adv = conn.rcv_nxt;
         conn.last_ack_sent = conn.rcv_nxt;
         conn.negotiate_from_syn(syn, now);
         conn.snd_wnd = u32::from(syn.window);

@@ -266,7 +266,7 @@ pub(crate) fn run_window<S, C>(
 /// Restricts the calling thread to `cpu` (threads it spawns afterwards inherit that).
 /// Does nothing unless pinning is on and the machine has at least two CPUs.
 pub fn pin_current_thread(config: &RunConfig, cpu: usize) -> io::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpus = online_cpus();
     if !config.pin_threads || cpus < 2 {
         return Ok(());
     }
@@ -275,11 +275,19 @@ pub fn pin_current_thread(config: &RunConfig, cpu: usize) -> io::Result<()> {
 
 /// Lets the calling thread run on every CPU again.
 pub fn unpin_current_thread(config: &RunConfig) -> io::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpus = online_cpus();
     if !config.pin_threads || cpus < 2 {
         return Ok(());
     }
     set_affinity(&(0..cpus).collect::<Vec<_>>())
+}
+
+/// CPUs online on the machine. Not `available_parallelism`: that follows the calling
+/// thread's affinity, which is exactly what pinning narrows.
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 fn set_affinity(cpus: &[usize]) -> io::Result<()> {
@@ -328,6 +336,41 @@ mod tests {
         assert!((m.loss() - 0.25).abs() < 1e-9);
         let empty = Measurement { offered: 0, packets: 0, seconds: 0.0, ..m };
         assert_eq!((empty.mpps(), empty.loss()), (0.0, 0.0));
+    }
+
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: all-zero cpu_set_t is the empty set; sched_getaffinity fills it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is live and its exact size is passed; pid 0 = this thread.
+        let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+        assert_eq!(rc, 0);
+        // SAFETY: CPU_ISSET reads one bit below CPU_SETSIZE.
+        (0..online_cpus()).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    }
+
+    #[test]
+    fn a_pinned_thread_can_be_moved_to_another_cpu_and_unpinned() {
+        if online_cpus() < 2 {
+            println!("SKIPPED: one CPU, pinning is a no-op");
+            return;
+        }
+        let config = RunConfig::default();
+        // On a fresh thread, so the test harness's thread keeps its affinity.
+        std::thread::spawn(move || {
+            pin_current_thread(&config, 0).unwrap();
+            assert_eq!(allowed_cpus(), vec![0]);
+            // Moving from one pinned CPU to another must work: the engine and driver threads
+            // rely on it.
+            pin_current_thread(&config, 1).unwrap();
+            assert_eq!(allowed_cpus(), vec![1]);
+            unpin_current_thread(&config).unwrap();
+            assert_eq!(allowed_cpus(), (0..online_cpus()).collect::<Vec<_>>());
+            let off = RunConfig { pin_threads: false, ..config };
+            pin_current_thread(&off, 0).unwrap();
+            assert_eq!(allowed_cpus().len(), online_cpus(), "pinning off changes nothing");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -1,3 +1,10 @@
 //! Benchmarks and the load generator for netpop.
 //!
-//! Not built yet (see README).
+//! Built so far:
+//! - [`pktio`]: packet I/O rates per queue for the `ixgbe-user` backends (the 82599 model
+//!   link, AF_XDP on veth, and an AF_PACKET socket on the same veth as the baseline); run it
+//!   with `scripts/bench-pktio.sh` or `cargo run --release -p netpop-benches --bin pktio`.
+//!
+//! Not built yet: the TCP load generator and the end-to-end comparisons (see README).
+
+pub mod pktio;

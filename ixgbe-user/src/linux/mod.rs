@@ -15,6 +15,7 @@
 pub mod netns;
 pub mod packet_socket;
 pub mod tap;
+pub mod wire;
 
 use std::ffi::CString;
 use std::io;

@@ -268,8 +268,7 @@ impl Balancer {
             if survivors.contains_key(&g.owner) {
                 continue;
             }
-            let Some(to) =
-                survivors.values_mut().min_by_key(|s| (s.groups, s.packets, s.instance))
+            let Some(to) = survivors.values_mut().min_by_key(|s| (s.groups, s.packets, s.instance))
             else {
                 return;
             };
@@ -308,9 +307,7 @@ impl Balancer {
                 .values()
                 .filter(|g| g.owner == hot.instance && g.packets > 0 && g.packets <= half_gap)
                 .filter(|g| self.policy != BalancerPolicy::Idle || g.connections == 0)
-                .filter(|g| {
-                    self.last_moved.get(&g.group).is_none_or(|&r| self.round - r > window)
-                })
+                .filter(|g| self.last_moved.get(&g.group).is_none_or(|&r| self.round - r > window))
                 .max_by(|a, b| move_benefit(a, b));
             let Some(group) = candidate.map(|g| g.group) else { return };
             let Some(g) = by_group.get_mut(&group) else { return };
@@ -334,10 +331,7 @@ impl Balancer {
 /// the busier one on a full tie, so `max_by` picks it as giver and `min_by` the highest
 /// number as taker (never the same instance when two or more survive).
 fn busier(a: &Survivor, b: &Survivor) -> Ordering {
-    a.packets
-        .cmp(&b.packets)
-        .then(a.busy.total_cmp(&b.busy))
-        .then(b.instance.cmp(&a.instance))
+    a.packets.cmp(&b.packets).then(a.busy.total_cmp(&b.busy)).then(b.instance.cmp(&a.instance))
 }
 
 /// Orders candidate groups by what moving them is worth: packets relieved per unit of
@@ -451,12 +445,8 @@ mod tests {
 
     #[test]
     fn idle_only_moves_groups_without_connections() {
-        let groups = [
-            group(0, 0, 90, 3),
-            group(1, 0, 40, 0),
-            group(2, 0, 80, 1),
-            group(3, 1, 10, 0),
-        ];
+        let groups =
+            [group(0, 0, 90, 3), group(1, 0, 40, 0), group(2, 0, 80, 1), group(3, 1, 10, 0)];
         let mut b = balancer(BalancerPolicy::Idle);
         let moves = b.plan(&groups, &[alive(0), alive(1)]);
         assert_eq!(moves, vec![Move { group: 1, from: 0, to: 1 }]);
@@ -543,8 +533,7 @@ mod tests {
         let groups = [group(0, 0, 1000, 0), group(1, 0, 100, 0), group(2, 1, 0, 0)];
         let instances = [alive(0), alive(1)];
         let mut b = Balancer::new(BalancerPolicy::Idle, tuning(0.2, 4, 2)).unwrap();
-        let planned: Vec<bool> =
-            (0..7).map(|_| !b.plan(&groups, &instances).is_empty()).collect();
+        let planned: Vec<bool> = (0..7).map(|_| !b.plan(&groups, &instances).is_empty()).collect();
         assert_eq!(planned, [true, false, false, true, false, false, true]);
         assert_eq!(b.rounds(), 7);
     }

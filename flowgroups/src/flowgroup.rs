@@ -56,9 +56,14 @@ impl fmt::Display for FlowGroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlowGroupError::InvalidGroupCount { groups } => {
-                write!(f, "flow group count {groups} is not a power of two between 1 and {MAX_GROUPS}")
+                write!(
+                    f,
+                    "flow group count {groups} is not a power of two between 1 and {MAX_GROUPS}"
+                )
             }
-            FlowGroupError::NoInstances => write!(f, "a flow-group table needs at least one instance"),
+            FlowGroupError::NoInstances => {
+                write!(f, "a flow-group table needs at least one instance")
+            }
             FlowGroupError::GroupOutOfRange { group, groups } => {
                 write!(f, "flow group {group} out of range (table has {groups})")
             }
@@ -169,7 +174,13 @@ impl FlowGroupHasher {
     }
 
     /// Same result as [`flow_group_of`].
-    pub fn group_of(&self, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, src_port: u16, dst_port: u16) -> u32 {
+    pub fn group_of(
+        &self,
+        src_ip: Ipv4Addr,
+        dst_ip: Ipv4Addr,
+        src_port: u16,
+        dst_port: u16,
+    ) -> u32 {
         let hash = self.table.hash_ipv4_tcp(src_ip.octets(), dst_ip.octets(), src_port, dst_port);
         self.config.group_of_hash(hash)
     }

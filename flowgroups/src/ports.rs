@@ -25,7 +25,6 @@ pub const DEFAULT_EPHEMERAL_RANGE: (u16, u16) = (32768, 60999);
 /// wraps around once, so callers that advance `start` spread their ports over the range.
 /// Port 0 is never returned. `None` when no port qualifies, when the range is empty, when
 /// `instance` owns no group, or when `table` and `cfg` disagree on the group count.
-#[allow(clippy::too_many_arguments)]
 pub fn choose_source_port(
     cfg: &FlowGroupConfig,
     table: &FlowGroupTable,
@@ -38,13 +37,11 @@ pub fn choose_source_port(
     is_free: impl Fn(u16) -> bool,
 ) -> Option<u16> {
     let (low, high) = (range.0.max(1), range.1);
-    if low > high || table.groups() != cfg.groups() || table.groups_of(instance).next().is_none()
-    {
+    if low > high || table.groups() != cfg.groups() || table.groups_of(instance).next().is_none() {
         return None;
     }
     let key = cfg.rss_key();
-    let base =
-        toeplitz::hash_ipv4_tcp(key, remote_ip.octets(), local_ip.octets(), remote_port, 0);
+    let base = toeplitz::hash_ipv4_tcp(key, remote_ip.octets(), local_ip.octets(), remote_port, 0);
     let unspecified = [0u8; 4];
     // windows[bit] = what local-port bit `bit` (0 = least significant) adds to the hash.
     let windows: [u32; 16] = std::array::from_fn(|bit| {

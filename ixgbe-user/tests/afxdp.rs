@@ -321,3 +321,141 @@ fn driver_mode_on_veth_needs_enough_rx_queues_for_the_peer() {
         other => panic!("expected AttachRejected, got {other:?}"),
     }
 }
+
+/// More frames than the UMEM has chunks in each direction, so receive chunks must be recycled
+/// through the fill ring and transmit chunks through the completion ring; each flush carries
+/// more frames than copy mode sends per kick.
+fn bursts_larger_than_the_umem(mode: XdpMode) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const FRAMES: usize = 3000;
+    const BATCH: usize = 200;
+    let fixture = Fixture::new(mode, 1);
+    let config = XskConfig { frame_count: 1024, ring_size: 512, ..XskConfig::default() };
+    let mut xsk = fixture.port.open_queue(0, &config).unwrap();
+    let our_mac = xsk.mac_address();
+    let kernel_mac = fixture.kernel_mac();
+    let mac_text = our_mac.map(|b| format!("{b:02x}")).join(":");
+    fixture
+        .ns
+        .ip(&[
+            "neigh",
+            "replace",
+            &OUR_IP.to_string(),
+            "lladdr",
+            &mac_text,
+            "dev",
+            fixture.veth.peer(),
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+
+    // Receive: the kernel sends in batches, we drain between batches.
+    let mut received = vec![false; FRAMES];
+    for batch in 0..FRAMES / BATCH {
+        fixture
+            .ns
+            .run_inside(|| {
+                let socket = UdpSocket::bind((KERNEL_IP, 46000)).unwrap();
+                for i in batch * BATCH..(batch + 1) * BATCH {
+                    socket.send_to(&(i as u32).to_be_bytes(), (OUR_IP, 7300)).unwrap();
+                }
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let target = (batch + 1) * BATCH;
+        while received.iter().filter(|&&r| r).count() < target && Instant::now() < deadline {
+            xsk.rx_burst(64, &mut |frame| {
+                if let Some(d) = parse_udp(frame).filter(|d| d.dst_port == 7300) {
+                    let index = u32::from_be_bytes(d.payload[..4].try_into().unwrap()) as usize;
+                    received[index] = true;
+                }
+            })
+            .unwrap();
+        }
+    }
+    let missing = received.iter().filter(|&&r| !r).count();
+    assert_eq!(missing, 0, "{missing} of {FRAMES} datagrams never reached the XSK");
+
+    // Transmit: a capture socket on the peer counts what arrives.
+    let captured = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let capture = scope.spawn(|| {
+            fixture
+                .ns
+                .run_inside(|| {
+                    let mut socket =
+                        ixgbe_user::linux::PacketSocket::open(fixture.veth.peer()).unwrap();
+                    ready_tx.send(()).unwrap();
+                    let mut seen = vec![false; FRAMES];
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while done.load(Ordering::Acquire) == 0 && Instant::now() < deadline {
+                        socket
+                            .rx_burst(64, &mut |frame| {
+                                if let Some(d) = parse_udp(frame).filter(|d| d.dst_port == 47000) {
+                                    let i = u32::from_be_bytes(d.payload[..4].try_into().unwrap());
+                                    if let Some(slot) = seen.get_mut(i as usize) {
+                                        *slot = true;
+                                    }
+                                    captured.fetch_add(1, Ordering::Release);
+                                }
+                            })
+                            .unwrap();
+                    }
+                    seen
+                })
+                .unwrap()
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        for batch in 0..FRAMES / BATCH {
+            for i in batch * BATCH..(batch + 1) * BATCH {
+                let payload = (i as u32).to_be_bytes();
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !xsk
+                    .tx_one(&mut |buf| {
+                        udp(buf, kernel_mac, our_mac, OUR_IP, KERNEL_IP, 7301, 47000, &payload)
+                    })
+                    .unwrap()
+                {
+                    xsk.tx_flush().unwrap();
+                    assert!(Instant::now() < deadline, "transmit chunks never came back");
+                }
+            }
+            xsk.tx_flush().unwrap();
+            // Let the capture keep up (its socket buffer is finite), bounded in time.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while captured.load(Ordering::Acquire) < (batch + 1) * BATCH
+                && Instant::now() < deadline
+            {
+                xsk.tx_flush().unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        done.store(1, Ordering::Release);
+        let seen = capture.join().unwrap();
+        let missing = seen.iter().filter(|&&s| !s).count();
+        assert_eq!(missing, 0, "{missing} of {FRAMES} frames sent through the XSK never arrived");
+    });
+    let stats = xsk.stats();
+    assert_eq!(stats.tx_packets, FRAMES as u64, "{stats:?}");
+    assert_eq!(stats.tx_dropped, 0, "{stats:?}");
+    assert!(stats.rx_packets >= FRAMES as u64, "{stats:?}");
+}
+
+#[test]
+fn skb_mode_bursts_larger_than_the_umem_flow_both_ways() {
+    if skip_unless_root("skb_mode_bursts_larger_than_the_umem_flow_both_ways") {
+        return;
+    }
+    bursts_larger_than_the_umem(XdpMode::Skb);
+}
+
+#[test]
+fn driver_mode_bursts_larger_than_the_umem_flow_both_ways() {
+    if skip_unless_root("driver_mode_bursts_larger_than_the_umem_flow_both_ways") {
+        return;
+    }
+    bursts_larger_than_the_umem(XdpMode::Driver);
+}

@@ -72,18 +72,8 @@ fn main() {
         while server.poll_event().is_some() {}
 
         // The wire: move frames both ways, dropping every 20th.
-        let mut moved = false;
-        for (from, to) in [(&mut client, &mut server), (&mut server, &mut client)] {
-            while let Some(n) = from.poll_transmit(now, &mut buf) {
-                frames += 1;
-                moved = true;
-                if frames % 20 == 0 {
-                    dropped += 1;
-                    continue;
-                }
-                to.handle_frame(now, &buf[..n]);
-            }
-        }
+        let moved = wire(&mut client, &mut server, now, &mut buf, &mut frames, &mut dropped)
+            | wire(&mut server, &mut client, now, &mut buf, &mut frames, &mut dropped);
         if !moved {
             // Nothing in flight: jump to the next timer (virtual time).
             let next = [client.poll_timeout(), server.poll_timeout()].into_iter().flatten().min();
@@ -106,4 +96,26 @@ fn main() {
     println!("wire: {frames} frames, {dropped} dropped on purpose; virtual time {now}");
     println!("client connection: {stats:?}");
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// Moves every frame `from` has to send over to `to`, dropping every 20th; true if any moved.
+fn wire(
+    from: &mut Stack,
+    to: &mut Stack,
+    now: Instant,
+    buf: &mut [u8],
+    frames: &mut u64,
+    dropped: &mut u64,
+) -> bool {
+    let mut moved = false;
+    while let Some(n) = from.poll_transmit(now, buf) {
+        *frames += 1;
+        moved = true;
+        if *frames % 20 == 0 {
+            *dropped += 1;
+            continue;
+        }
+        to.handle_frame(now, &buf[..n]);
+    }
+    moved
 }

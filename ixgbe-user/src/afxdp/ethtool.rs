@@ -46,6 +46,8 @@ pub enum SteeringError {
     NotSupported {
         /// The interface asked.
         interface: String,
+        /// The ethtool request it refused, e.g. `"ETHTOOL_GRXFHINDIR"`.
+        request: &'static str,
     },
     /// The ioctl failed for another reason (no such interface, no permission, ...).
     Io {
@@ -62,9 +64,9 @@ pub enum SteeringError {
 impl fmt::Display for SteeringError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SteeringError::NotSupported { interface } => write!(
+            SteeringError::NotSupported { interface, request } => write!(
                 f,
-                "{interface} has no RSS indirection table (no hardware steering): use software steering"
+                "{interface} does not support {request}: no hardware steering, use software steering"
             ),
             SteeringError::Io { interface, source } => {
                 write!(f, "ethtool on {interface}: {source}")
@@ -84,10 +86,14 @@ impl std::error::Error for SteeringError {
 }
 
 /// Issues `SIOCETHTOOL` on `interface` with `command` as the `ifr_data` buffer.
-fn ethtool(interface: &str, command: &mut [u32]) -> Result<(), SteeringError> {
+fn ethtool(
+    interface: &str,
+    request_name: &'static str,
+    command: &mut [u32],
+) -> Result<(), SteeringError> {
     let io_error = |source: io::Error| {
         if matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP)) {
-            SteeringError::NotSupported { interface: interface.to_owned() }
+            SteeringError::NotSupported { interface: interface.to_owned(), request: request_name }
         } else {
             SteeringError::Io { interface: interface.to_owned(), source }
         }
@@ -109,7 +115,7 @@ pub fn rx_queue_count(interface: &str) -> Result<u32, SteeringError> {
     let words = unsafe {
         std::slice::from_raw_parts_mut((&mut channels as *mut EthtoolChannels).cast::<u32>(), 9)
     };
-    ethtool(interface, words)?;
+    ethtool(interface, "ETHTOOL_GCHANNELS", words)?;
     Ok(channels.combined_count + channels.rx_count)
 }
 
@@ -117,10 +123,13 @@ pub fn rx_queue_count(interface: &str) -> Result<u32, SteeringError> {
 pub fn rss_indirection_table(interface: &str) -> Result<Vec<u32>, SteeringError> {
     // First ask for the size only (size 0), then fetch the table.
     let mut header = [ETHTOOL_GRXFHINDIR, 0];
-    ethtool(interface, &mut header)?;
+    ethtool(interface, "ETHTOOL_GRXFHINDIR", &mut header)?;
     let size = header[1];
     if size == 0 {
-        return Err(SteeringError::NotSupported { interface: interface.to_owned() });
+        return Err(SteeringError::NotSupported {
+            interface: interface.to_owned(),
+            request: "ETHTOOL_GRXFHINDIR",
+        });
     }
     if size > MAX_TABLE {
         return Err(SteeringError::InvalidTable(format!("driver reports {size} entries")));
@@ -128,7 +137,7 @@ pub fn rss_indirection_table(interface: &str) -> Result<Vec<u32>, SteeringError>
     let mut command = vec![0u32; 2 + size as usize];
     command[0] = ETHTOOL_GRXFHINDIR;
     command[1] = size;
-    ethtool(interface, &mut command)?;
+    ethtool(interface, "ETHTOOL_GRXFHINDIR", &mut command)?;
     Ok(command.split_off(2))
 }
 
@@ -151,7 +160,7 @@ pub fn set_rss_indirection_table(interface: &str, table: &[u32]) -> Result<(), S
     command.push(ETHTOOL_SRXFHINDIR);
     command.push(table.len() as u32);
     command.extend_from_slice(table);
-    ethtool(interface, &mut command)
+    ethtool(interface, "ETHTOOL_SRXFHINDIR", &mut command)
 }
 
 #[cfg(test)]
@@ -162,7 +171,9 @@ mod tests {
     #[test]
     fn loopback_has_no_steering_table() {
         match rss_indirection_table("lo") {
-            Err(SteeringError::NotSupported { interface }) => assert_eq!(interface, "lo"),
+            Err(SteeringError::NotSupported { interface, request }) => {
+                assert_eq!((interface.as_str(), request), ("lo", "ETHTOOL_GRXFHINDIR"));
+            }
             other => panic!("expected NotSupported, got {other:?}"),
         }
     }

@@ -5,13 +5,33 @@
 //!   socket registered for its rx queue (`bpf_redirect_map`, falling back to `XDP_PASS`);
 //! - [`netlink`]: attaching that program in SKB (generic) or driver (native) mode over
 //!   rtnetlink, and detaching it on drop;
-//! - [`umem`] and [`socket`]: the UMEM, the fill/completion/rx/tx rings and one socket per
+//! - `umem` and [`socket`]: the UMEM, the fill/completion/rx/tx rings and one socket per
 //!   queue, implementing [`crate::QueuePair`];
 //! - [`ethtool`]: the NIC's RSS indirection table, or a typed "no steering" answer.
 //!
 //! Process model: the control plane creates the map, loads and attaches the program
 //! ([`AfXdpPort`]); map and program fds survive fork(2), so each kernel instance can bind
 //! its own [`XskSocket`] and insert it with [`XskMap::insert`].
+//!
+//! # veth notes (verified on Linux 6.18 by the tests in `tests/afxdp.rs` and by hand)
+//!
+//! - veth has no zero-copy: `BindMode::ZeroCopy` fails at bind(2); `BindMode::Auto` falls
+//!   back to copy mode.
+//! - Receiving in driver mode needs nothing on the peer (no XDP program, no GRO): once a
+//!   native program is attached, veth runs a NAPI context per rx queue and frames sent by the
+//!   peer's stack go through it. (The "XDP program or GRO on the peer" rule applies to
+//!   frames *redirected into* a veth with `XDP_REDIRECT`; copy-mode XSK transmit does not do
+//!   that, it hands an skb to the veth's ordinary transmit path.)
+//! - Driver mode is refused with `ENOSPC` ("XDP expects number of rx queues not less than
+//!   peer tx queues") unless the local end has at least as many rx queues as the peer has tx
+//!   queues, and with `ERANGE` ("Peer MTU is too large to set XDP") for a jumbo peer MTU.
+//! - Multi-queue: in driver mode a frame arrives on the rx queue whose index equals the tx
+//!   queue the peer picked (a per-flow hash), so each flow sticks to one queue. In SKB mode
+//!   every frame reports rx queue 0 — a second queue's socket receives nothing.
+//! - Offloads: attaching in driver mode makes veth turn off segmentation offload on the peer,
+//!   so a GSO burst arrives as MTU-sized frames. In SKB mode a GSO skb (e.g. TCP with TSO or
+//!   UDP with `UDP_SEGMENT` on the peer) reaches generic XDP as one large frame, does not fit
+//!   a chunk and is dropped (counted in `rx_dropped`); disable the peer's TSO/GSO for SKB mode.
 
 pub mod bpf;
 pub mod ethtool;

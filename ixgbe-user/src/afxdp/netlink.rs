@@ -49,7 +49,8 @@ const IFINFOMSG_LEN: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum XdpMode {
-    /// Generic XDP (`XDP_FLAGS_SKB_MODE`): after the skb is built; works on any interface.
+    /// Generic XDP (`XDP_FLAGS_SKB_MODE`): after the skb is built; works on any interface,
+    /// but on veth every frame reports rx queue 0 and GSO skbs arrive unsegmented.
     Skb,
     /// Native XDP in the driver (`XDP_FLAGS_DRV_MODE`); on veth, each rx queue gets a NAPI
     /// context, which is what makes more than one AF_XDP queue usable.

@@ -56,7 +56,12 @@ pub struct StackConfig {
 
 impl StackConfig {
     /// A configuration with Linux-like defaults for the given interface.
-    pub fn new(mac: EthernetAddress, ipv4_addr: Ipv4Addr, prefix_len: u8, secret: [u8; 16]) -> Self {
+    pub fn new(
+        mac: EthernetAddress,
+        ipv4_addr: Ipv4Addr,
+        prefix_len: u8,
+        secret: [u8; 16],
+    ) -> Self {
         StackConfig {
             mac,
             ipv4_addr,

@@ -214,8 +214,7 @@ impl Stack {
     }
 
     fn tcp_input(&mut self, now: Instant, ip: &Ipv4Repr, segment: &[u8]) {
-        let seg = match TcpRepr::parse(segment, ip.src_addr, ip.dst_addr, &self.config.checksums)
-        {
+        let seg = match TcpRepr::parse(segment, ip.src_addr, ip.dst_addr, &self.config.checksums) {
             Ok(s) => s,
             Err(WireError::BadChecksum) => {
                 self.counters.tcp_bad_checksum += 1;
@@ -346,6 +345,10 @@ impl Stack {
         let client_tsval = syn.options.timestamp.map(|(tsval, _)| tsval);
         let (iss, tsval) =
             self.cookies.generate(now, tuple.local, tuple.remote, syn.seq, &opts, client_tsval);
+        // The cookie's TSval is on the bare millisecond clock; on the wire it carries the
+        // same per-pair offset as every other segment to this peer.
+        let offset = self.isn.ts_offset(*tuple.local.ip(), *tuple.remote.ip());
+        let tsval = tsval.map(|v| v.wrapping_add(offset));
         let syn_ack = crate::tcp::cookie_syn_ack(&self.config.tcp, syn, iss, tsval);
         self.counters.tcp_syn_cookies_sent += 1;
         self.send_tcp_control(now, *tuple.local.ip(), *tuple.remote.ip(), &syn_ack);
@@ -366,10 +369,12 @@ impl Stack {
         if !recent {
             return false;
         }
-        let tsecr = seg.options.timestamp.map(|(_, ecr)| ecr);
+        let offset = self.isn.ts_offset(*tuple.local.ip(), *tuple.remote.ip());
+        let tsecr = seg.options.timestamp.map(|(_, ecr)| ecr.wrapping_sub(offset));
         let client_isn = seg.seq - 1;
         let cookie = seg.ack - 1;
-        let Some(opts) = self.cookies.check(now, tuple.local, tuple.remote, client_isn, cookie, tsecr)
+        let Some(opts) =
+            self.cookies.check(now, tuple.local, tuple.remote, client_isn, cookie, tsecr)
         else {
             self.counters.tcp_syn_cookies_rejected += 1;
             return false;

@@ -41,8 +41,8 @@ use self::reassembly::Reassembler;
 use self::socket::{Listener, Socket};
 use self::syn_cookie::SynCookies;
 use crate::tcp::{
-    CloseReason, Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats,
-    FourTuple, Keepalive, RecvError, SendError, State,
+    Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats, FourTuple,
+    Keepalive, State,
 };
 use crate::time::Instant;
 
@@ -159,12 +159,10 @@ impl Stack {
 
     /// Handles of every live connection, with its state.
     pub fn connections(&self) -> impl Iterator<Item = (SocketHandle, State)> + '_ {
-        self.sockets
-            .iter()
-            .filter_map(|(index, s)| {
-                let generation = self.sockets.generation(index)?;
-                Some((SocketHandle { index, generation }, s.conn.state()))
-            })
+        self.sockets.iter().filter_map(|(index, s)| {
+            let generation = self.sockets.generation(index)?;
+            Some((SocketHandle { index, generation }, s.conn.state()))
+        })
     }
 
     /// Adds an ARP entry by hand (a static neighbour, or one learned by other means).
@@ -544,7 +542,12 @@ impl Stack {
         None
     }
 
-    fn insert_socket(&mut self, conn: Connection, parent: Option<u32>, next_hop: Ipv4Addr) -> SocketHandle {
+    fn insert_socket(
+        &mut self,
+        conn: Connection,
+        parent: Option<u32>,
+        next_hop: Ipv4Addr,
+    ) -> SocketHandle {
         let tuple = conn.tuple();
         let (index, generation) = self.sockets.insert(Socket {
             conn,
@@ -666,7 +669,8 @@ impl Stack {
         if let Some(s) = self.sockets.by_index_mut(handle.index) {
             s.in_accept_queue = true;
         }
-        self.events.push_back(Event::Acceptable(ListenerHandle { index: parent, generation: lgen }));
+        self.events
+            .push_back(Event::Acceptable(ListenerHandle { index: parent, generation: lgen }));
     }
 
     /// Queues every connection that waits on `ip` for transmission after ARP resolved it.

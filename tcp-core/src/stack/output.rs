@@ -18,7 +18,6 @@ use crate::wire::{EthernetAddress, IpProtocol, TcpRepr, WireError};
 /// fits in 576 bytes).
 const ICMP_QUOTE_MAX: usize = 576 - ipv4::HEADER_LEN - 8 - ipv4::HEADER_LEN;
 
-
 impl Stack {
     /// Writes the next frame to transmit into `buf` and returns its length, or `None` when
     /// there is nothing to send. Call it until it returns `None` after every input and
@@ -91,7 +90,8 @@ impl Stack {
 
     pub(super) fn queue_arp(&mut self, dst: EthernetAddress, repr: &ArpRepr) {
         let mut frame = vec![0u8; ethernet::HEADER_LEN + arp::BUFFER_LEN];
-        let eth = EthernetRepr { src_addr: self.config.mac, dst_addr: dst, ethertype: EtherType::Arp };
+        let eth =
+            EthernetRepr { src_addr: self.config.mac, dst_addr: dst, ethertype: EtherType::Arp };
         let ok = eth.emit(&mut frame).is_ok()
             && frame.get_mut(ethernet::HEADER_LEN..).is_some_and(|p| repr.emit(p).is_ok());
         if ok {

@@ -134,7 +134,7 @@ fn arp_resolves_then_handshake_and_data_flow_both_ways() {
     p.b.close(s).unwrap();
     p.advance(Duration::from_millis(50));
     assert_eq!(read_all(&mut p.a, c), b"HTTP/1.0 200 OK\r\n\r\nhi");
-    assert!(events(&mut p.a).iter().any(|e| *e == Event::ReadClosed(c)));
+    assert!(events(&mut p.a).contains(&Event::ReadClosed(c)));
     p.a.close(c).unwrap();
     p.advance(Duration::from_secs(1));
     // B closed first, so B keeps TIME-WAIT; A went through LAST-ACK and is gone.
@@ -220,9 +220,8 @@ fn syn_queue_overflow_switches_to_syn_cookies_and_they_complete() {
     let mut buf = vec![0u8; 1600];
     p.a.add_neighbor(p.now, IP_B, MAC_B);
     p.b.add_neighbor(p.now, IP_A, MAC_A);
-    let conns: Vec<_> = (0..4)
-        .map(|_| p.a.connect(p.now, SocketAddrV4::new(IP_B, 80), None).unwrap())
-        .collect();
+    let conns: Vec<_> =
+        (0..4).map(|_| p.a.connect(p.now, SocketAddrV4::new(IP_B, 80), None).unwrap()).collect();
     while let Some(n) = p.a.poll_transmit(p.now, &mut buf) {
         p.b.handle_frame(p.now, &buf[..n]);
     }

@@ -6,25 +6,30 @@
 //! other's to end of stream — and both received streams are checked by SHA-256 against what
 //! the other side sent. That covers the handshake and orderly close in both roles, ARP, MSS,
 //! window scaling, SACK and timestamps as Linux negotiates them, flow control and, on the
-//! lossy link, loss recovery and reordering in both directions of data flow.
+//! lossy link, loss recovery and reordering in both directions of data flow. Two smaller
+//! tests cover zero windows (receivers that stop reading) and refused connections.
 //!
 //! The lossy tests ask for `tc qdisc add dev <kernel side> root netem loss 2% delay 5ms
 //! reorder 25% 50%`. Where the kernel lacks `sch_netem` the harness applies the same profile
 //! itself to both directions and says so.
+//!
+//! On failure the report names a pcap of the last frames on the link; set
+//! `TCP_CORE_INTEROP_PCAP=1` to get one for passing cases too.
 //!
 //! Needs root (namespaces, TAP); skips with a message otherwise. Each connection is bounded
 //! to [`CASE_LIMIT`] of wall time.
 
 mod support;
 
-use std::net::{SocketAddrV4, TcpListener};
+use std::io::ErrorKind;
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ixgbe_user::linux::netns::skip_unless_root;
 use tcp_core::stack::{AcceptError, Event, ListenerHandle, SocketHandle};
-use tcp_core::tcp::State;
+use tcp_core::tcp::{CloseReason, State};
 
 use support::impair::NetemParams;
 use support::peer::{self, Digest, Limits};
@@ -42,6 +47,22 @@ enum Opener {
     TcpCore,
     /// A std `TcpStream` in the namespace connects to a tcp-core listener.
     Linux,
+}
+
+/// One connection to run.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    opener: Opener,
+    /// Bytes each side sends.
+    size: usize,
+    /// How long each side waits before it starts reading.
+    read_pause: Duration,
+}
+
+impl Case {
+    fn new(opener: Opener, size: usize) -> Case {
+        Case { opener, size, read_pause: Duration::ZERO }
+    }
 }
 
 #[test]
@@ -74,6 +95,74 @@ fn linux_client_to_tcp_core_server_with_loss_and_reordering() {
     );
 }
 
+/// Both receivers stop reading for a while, so both windows close: Linux must probe
+/// tcp-core's zero window and tcp-core Linux's, and both must resume when reading does.
+#[test]
+fn receivers_that_pause_make_both_windows_close_and_reopen() {
+    let test = "receivers_that_pause_make_both_windows_close_and_reopen";
+    if skip_unless_root(test) {
+        return;
+    }
+    let mut link = Link::open(5, None).unwrap_or_else(|e| panic!("{test}: link setup: {e}"));
+    let recv_buffer = link.driver.stack.config().tcp.recv_buffer;
+    let case = Case {
+        opener: Opener::TcpCore,
+        size: 4 * 1024 * 1024,
+        read_pause: Duration::from_millis(700),
+    };
+    let report = run_case(&mut link, case, 5100)
+        .unwrap_or_else(|e| panic!("{test}: {e}{}", link.driver.diagnostics(test)));
+    println!("{test}: ok in {:.2?} ({})", report.elapsed, report.stats);
+    assert!(
+        report.peak_recv_queue + 2 * 1460 >= recv_buffer,
+        "tcp-core's receive queue peaked at {} of {recv_buffer} bytes: its window never closed",
+        report.peak_recv_queue
+    );
+}
+
+/// A SYN to a port nobody listens on is answered with a reset, both ways.
+#[test]
+fn connections_to_closed_ports_are_refused_both_ways() {
+    let test = "connections_to_closed_ports_are_refused_both_ways";
+    if skip_unless_root(test) {
+        return;
+    }
+    let mut link = Link::open(6, None).unwrap_or_else(|e| panic!("{test}: link setup: {e}"));
+    let Link { driver, ns, linux_ip, tcp_core_ip, .. } = &mut link;
+
+    let to_linux = SocketAddrV4::new(*linux_ip, 5200);
+    let now = driver.now();
+    let handle = driver.stack.connect(now, to_linux, None).expect("connect");
+    let reason = driver
+        .run_until(Duration::from_secs(5), "the reset from Linux", |_, _, events| {
+            Ok(events.iter().find_map(|e| match e {
+                Event::Closed(h, reason) if *h == handle => Some(*reason),
+                _ => None,
+            }))
+        })
+        .unwrap_or_else(|e| panic!("{test}: {e}{}", driver.diagnostics(test)));
+    assert_eq!(reason, CloseReason::Reset, "tcp-core connecting to a closed Linux port");
+    let _ = driver.stack.close(handle);
+
+    let to_tcp_core = SocketAddrV4::new(*tcp_core_ip, 5201);
+    let refused = std::thread::scope(|scope| {
+        let linux = scope.spawn(|| {
+            ns.run_inside(|| {
+                TcpStream::connect_timeout(&to_tcp_core.into(), Duration::from_secs(5))
+            })
+        });
+        let _ = driver.run_until(Duration::from_secs(6), "the Linux client", |_, _, _| {
+            Ok(linux.is_finished().then_some(()))
+        });
+        linux.join().expect("Linux thread").expect("entering the namespace")
+    });
+    match refused {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "Linux connecting: {e}"),
+        Ok(_) => panic!("Linux connected to a port tcp-core does not listen on"),
+    }
+    assert!(driver.stack.counters().tcp_no_listener_rst_sent >= 1);
+}
+
 /// Runs every size on one link and fails with all failures listed.
 fn run_sizes(test: &str, subnet: u8, opener: Opener, impair: Option<NetemParams>) {
     if skip_unless_root(test) {
@@ -87,8 +176,13 @@ fn run_sizes(test: &str, subnet: u8, opener: Opener, impair: Option<NetemParams>
     for (i, &size) in SIZES.iter().enumerate() {
         let port = 5000 + i as u16;
         let label = format!("{test} {size} B");
-        match run_case(&mut link, opener, port, size) {
-            Ok(report) => println!("{label}: ok in {:.2?} ({})", report.elapsed, report.stats),
+        match run_case(&mut link, Case::new(opener, size), port) {
+            Ok(report) => {
+                println!("{label}: ok in {:.2?} ({})", report.elapsed, report.stats);
+                if std::env::var_os("TCP_CORE_INTEROP_PCAP").is_some() {
+                    println!("{label}: capture{}", link.driver.diagnostics(&label));
+                }
+            }
             Err(e) => {
                 let report = format!("{label}: {e}{}", link.driver.diagnostics(&label));
                 println!("FAILED {report}");
@@ -108,22 +202,33 @@ fn run_sizes(test: &str, subnet: u8, opener: Opener, impair: Option<NetemParams>
 #[derive(Debug)]
 struct CaseReport {
     elapsed: Duration,
+    /// tcp-core's connection statistics at the end.
     stats: String,
+    /// The most bytes that waited in tcp-core's receive queue.
+    peak_recv_queue: usize,
 }
 
-/// One full-duplex connection of `size` bytes each way on `port`.
-fn run_case(link: &mut Link, opener: Opener, port: u16, size: usize) -> Result<CaseReport, String> {
+/// What the tcp-core side of a case found.
+struct TcpCoreOutcome {
+    received: Digest,
+    linux_received: Digest,
+    stats: String,
+    peak_recv_queue: usize,
+}
+
+/// One full-duplex connection on `port`.
+fn run_case(link: &mut Link, case: Case, port: u16) -> Result<CaseReport, String> {
     let started = Instant::now();
     let deadline = started + CASE_LIMIT;
-    let from_tcp_core = peer::payload(0x7c_0000 + u64::from(port), size);
-    let from_linux = peer::payload(0x11_0000 + u64::from(port), size);
+    let from_tcp_core = peer::payload(0x7c_0000 + u64::from(port), case.size);
+    let from_linux = peer::payload(0x11_0000 + u64::from(port), case.size);
     let expected_at_linux = Digest::of(&from_tcp_core);
     let expected_at_tcp_core = Digest::of(&from_linux);
 
     let Link { driver, ns, linux_ip, tcp_core_ip, .. } = link;
     let linux_addr = SocketAddrV4::new(*linux_ip, port);
     let tcp_core_addr = SocketAddrV4::new(*tcp_core_ip, port);
-    let listener = match opener {
+    let listener = match case.opener {
         Opener::Linux => {
             Some(driver.stack.listen(tcp_core_addr, 8).map_err(|e| format!("listen: {e}"))?)
         }
@@ -139,34 +244,28 @@ fn run_case(link: &mut Link, opener: Opener, port: u16, size: usize) -> Result<C
         let from_linux = &from_linux;
         scope.spawn(move || {
             let result = ns
-                .run_inside(|| match opener {
-                    Opener::TcpCore => {
-                        let listener = TcpListener::bind(linux_addr)
-                            .map_err(|e| format!("linux bind {linux_addr}: {e}"))?;
-                        let _ = ready_tx.send(());
-                        let stream = peer::accept_one(&listener, limits)?;
-                        peer::exchange(stream, from_linux, limits)
-                    }
-                    Opener::Linux => {
-                        let _ = ready_tx.send(());
-                        let stream = peer::connect(tcp_core_addr, limits)?;
-                        peer::exchange(stream, from_linux, limits)
-                    }
+                .run_inside(|| {
+                    let stream = match case.opener {
+                        Opener::TcpCore => {
+                            let listener = TcpListener::bind(linux_addr)
+                                .map_err(|e| format!("linux bind {linux_addr}: {e}"))?;
+                            let _ = ready_tx.send(());
+                            peer::accept_one(&listener, limits)?
+                        }
+                        Opener::Linux => {
+                            let _ = ready_tx.send(());
+                            peer::connect(tcp_core_addr, limits)?
+                        }
+                    };
+                    peer::exchange(stream, from_linux, case.read_pause, limits)
                 })
                 .map_err(|e| format!("joining the namespace: {e}"))
                 .and_then(|r| r);
             let _ = done_tx.send(result);
         });
-        let tcp_core = tcp_core_side(
-            driver,
-            opener,
-            linux_addr,
-            listener,
-            from_tcp_core,
-            &ready_rx,
-            &done_rx,
-            deadline,
-        );
+        let linux = LinuxSide { ready: &ready_rx, done: &done_rx };
+        let tcp_core =
+            tcp_core_side(driver, case, linux_addr, listener, from_tcp_core, linux, deadline);
         if tcp_core.is_err() {
             cancel.store(true, Ordering::Relaxed);
         }
@@ -175,54 +274,66 @@ fn run_case(link: &mut Link, opener: Opener, port: u16, size: usize) -> Result<C
     if let Some(l) = listener {
         driver.stack.close_listener(l);
     }
-    let (at_tcp_core, at_linux, stats) = outcome?;
-    if at_linux != expected_at_linux {
-        return Err(format!("Linux received {at_linux:?}, tcp-core sent {expected_at_linux:?}"));
-    }
-    if at_tcp_core != expected_at_tcp_core {
+    let outcome = outcome?;
+    if outcome.linux_received != expected_at_linux {
         return Err(format!(
-            "tcp-core received {at_tcp_core:?}, Linux sent {expected_at_tcp_core:?}"
+            "Linux received {:?}, tcp-core sent {expected_at_linux:?}",
+            outcome.linux_received
         ));
     }
-    Ok(CaseReport { elapsed: started.elapsed(), stats })
+    if outcome.received != expected_at_tcp_core {
+        return Err(format!(
+            "tcp-core received {:?}, Linux sent {expected_at_tcp_core:?}",
+            outcome.received
+        ));
+    }
+    Ok(CaseReport {
+        elapsed: started.elapsed(),
+        stats: outcome.stats,
+        peak_recv_queue: outcome.peak_recv_queue,
+    })
+}
+
+/// How the tcp-core side hears from the Linux thread.
+#[derive(Clone, Copy)]
+struct LinuxSide<'a> {
+    /// Signalled once the Linux side listens (or is about to connect).
+    ready: &'a mpsc::Receiver<()>,
+    /// The Linux side's result: the digest of what it received.
+    done: &'a mpsc::Receiver<Result<Digest, String>>,
 }
 
 /// The tcp-core half of a case: open (or accept) the connection, run the exchange until both
-/// streams are complete and the Linux side reported, then close. Returns what tcp-core
-/// received, what Linux received, and the connection's statistics.
-#[allow(clippy::too_many_arguments)]
+/// streams are complete and the Linux side reported, then close.
 fn tcp_core_side(
     driver: &mut TapStack,
-    opener: Opener,
+    case: Case,
     linux_addr: SocketAddrV4,
     listener: Option<ListenerHandle>,
     outgoing: Vec<u8>,
-    linux_ready: &mpsc::Receiver<()>,
-    linux_done: &mpsc::Receiver<Result<Digest, String>>,
+    linux: LinuxSide<'_>,
     deadline: Instant,
-) -> Result<(Digest, Digest, String), String> {
+) -> Result<TcpCoreOutcome, String> {
     let left = || deadline.saturating_duration_since(Instant::now());
-    if linux_ready.recv_timeout(Duration::from_secs(10).min(left())).is_err() {
-        return Err(match linux_done.try_recv() {
+    if linux.ready.recv_timeout(Duration::from_secs(10).min(left())).is_err() {
+        return Err(match linux.done.try_recv() {
             Ok(Err(e)) => e,
             _ => "the Linux side never got ready".into(),
         });
     }
 
-    let handle: SocketHandle = match (opener, listener) {
-        (Opener::Linux, Some(l)) => {
-            driver.run_until(left(), "Linux to connect", |stack, _, _| {
-                if let Ok(Err(e)) = linux_done.try_recv() {
-                    return Err(e);
-                }
-                match stack.accept(l) {
-                    Ok((h, _)) => Ok(Some(h)),
-                    Err(AcceptError::WouldBlock) => Ok(None),
-                    Err(e) => Err(format!("accept: {e}")),
-                }
-            })?
-        }
-        _ => {
+    let handle: SocketHandle = match listener {
+        Some(l) => driver.run_until(left(), "Linux to connect", |stack, _, _| {
+            if let Ok(Err(e)) = linux.done.try_recv() {
+                return Err(e);
+            }
+            match stack.accept(l) {
+                Ok((h, _)) => Ok(Some(h)),
+                Err(AcceptError::WouldBlock) => Ok(None),
+                Err(e) => Err(format!("accept: {e}")),
+            }
+        })?,
+        None => {
             let now = driver.now();
             let h =
                 driver.stack.connect(now, linux_addr, None).map_err(|e| format!("connect: {e}"))?;
@@ -239,20 +350,26 @@ fn tcp_core_side(
         }
     };
 
-    let mut exchange = Exchange::new(handle, outgoing);
-    let mut at_linux = None;
-    let run = driver.run_until(left(), "both transfers to finish", |stack, _, _| {
-        let at_tcp_core = exchange.pump(stack)?;
-        match linux_done.try_recv() {
-            Ok(Ok(digest)) => at_linux = Some(digest),
+    let resume_reading = driver.now() + case.read_pause;
+    let mut exchange = Exchange::new(handle, outgoing).pause_reading_until(resume_reading);
+    let mut linux_received = None;
+    let run = driver.run_until(left(), "both transfers to finish", |stack, now, _| {
+        let received = exchange.pump(stack, now)?;
+        match linux.done.try_recv() {
+            Ok(Ok(digest)) => linux_received = Some(digest),
             Ok(Err(e)) => return Err(e),
             Err(_) => {}
         }
-        Ok(at_tcp_core.zip(at_linux))
+        Ok(received.zip(linux_received))
     });
     let stats = driver.stack.connection_stats(handle).map(|s| format!("{s:?}")).unwrap_or_default();
     let progress = exchange.progress(&driver.stack);
     let _ = driver.stack.close(handle);
-    let (at_tcp_core, at_linux) = run.map_err(|e| format!("{e}; {progress}"))?;
-    Ok((at_tcp_core, at_linux, stats))
+    let (received, linux_received) = run.map_err(|e| format!("{e}; {progress}"))?;
+    Ok(TcpCoreOutcome {
+        received,
+        linux_received,
+        stats,
+        peak_recv_queue: exchange.peak_recv_queue(),
+    })
 }

@@ -56,7 +56,6 @@ pub(crate) enum Netem {
 ///
 /// Fields drop in order: the TAP descriptor first (which removes the interface), then the
 /// namespace.
-#[derive(Debug)]
 pub(crate) struct Link {
     /// The tcp-core side.
     pub(crate) driver: TapStack,
@@ -125,7 +124,6 @@ pub(crate) fn random_secret() -> [u8; 16] {
 
 /// A [`Stack`] attached to a TAP, with wall-clock time, optional impairment per direction
 /// and a capture of recent frames.
-#[derive(Debug)]
 pub(crate) struct TapStack {
     /// The stack under test.
     pub(crate) stack: Stack,
@@ -329,6 +327,10 @@ pub(crate) struct Exchange {
     write_closed: bool,
     received: Option<StreamHasher>,
     digest: Option<Digest>,
+    /// No reading before this instant, so our receive window fills up.
+    read_from: Instant,
+    /// Most bytes seen waiting in the receive queue.
+    peak_recv_queue: usize,
     buf: Vec<u8>,
 }
 
@@ -342,8 +344,21 @@ impl Exchange {
             write_closed: false,
             received: Some(StreamHasher::default()),
             digest: None,
+            read_from: Instant::ZERO,
+            peak_recv_queue: 0,
             buf: vec![0; 64 * 1024],
         }
+    }
+
+    /// Does not read before `from`.
+    pub(crate) fn pause_reading_until(mut self, from: Instant) -> Exchange {
+        self.read_from = from;
+        self
+    }
+
+    /// The most bytes that waited in the receive queue at once.
+    pub(crate) fn peak_recv_queue(&self) -> usize {
+        self.peak_recv_queue
     }
 
     /// Where the exchange stands, for error messages.
@@ -364,7 +379,11 @@ impl Exchange {
     /// Moves as much data as the stack takes and gives. Returns the digest of what was
     /// received once both directions are complete: the peer's FIN was read, and our data and
     /// FIN were acknowledged.
-    pub(crate) fn pump(&mut self, stack: &mut Stack) -> Result<Option<Digest>, String> {
+    pub(crate) fn pump(
+        &mut self,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> Result<Option<Digest>, String> {
         while self.sent < self.outgoing.len() {
             match stack.send(self.handle, &self.outgoing[self.sent..]) {
                 Ok(0) => break,
@@ -376,7 +395,10 @@ impl Exchange {
             stack.shutdown_write(self.handle).map_err(|e| format!("tcp-core shutdown: {e}"))?;
             self.write_closed = true;
         }
-        while let Some(hasher) = self.received.as_mut() {
+        let queued = stack.recv_queue_len(self.handle).unwrap_or(0);
+        self.peak_recv_queue = self.peak_recv_queue.max(queued);
+        let reading = now >= self.read_from;
+        while let Some(hasher) = self.received.as_mut().filter(|_| reading) {
             match stack.recv(self.handle, &mut self.buf) {
                 Ok(0) => self.digest = self.received.take().map(StreamHasher::finish),
                 Ok(n) => hasher.update(&self.buf[..n]),

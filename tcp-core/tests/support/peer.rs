@@ -114,17 +114,25 @@ fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
 }
 
-/// Sends `outgoing` then shuts down the write half, while reading until end of stream;
-/// returns the digest of what was read. Fails on any socket error or when `limits` say so.
+/// Sends `outgoing` then shuts down the write half, while reading until end of stream
+/// (starting only after `read_pause`, so the receive window can fill up); returns the digest
+/// of what was read. Fails on any socket error or when `limits` say so.
 pub(crate) fn exchange(
     stream: TcpStream,
     outgoing: &[u8],
+    read_pause: Duration,
     limits: Limits<'_>,
 ) -> Result<Digest, String> {
     let writer_stream = stream.try_clone().map_err(|e| format!("try_clone: {e}"))?;
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || write_then_shutdown(writer_stream, outgoing, limits));
-        let read_result = read_to_end(&stream, limits);
+        let resume = Instant::now() + read_pause;
+        let mut paused = Ok(());
+        while paused.is_ok() && Instant::now() < resume {
+            paused = limits.check("linux pausing before reading").map(|_| ());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let read_result = paused.and_then(|()| read_to_end(&stream, limits));
         if read_result.is_err() {
             // Unblock the writer so the scope can end.
             let _ = stream.shutdown(Shutdown::Both);

@@ -133,10 +133,17 @@ pub(crate) struct TapStack {
     rx_impair: Option<Impairment>,
     /// Applied to frames from the stack before the kernel sees them.
     tx_impair: Option<Impairment>,
+    /// Drops frames from the kernel for which it returns true (targeted loss).
+    rx_filter: Option<FrameFilter>,
+    /// Drops frames from the stack for which it returns true (targeted loss).
+    tx_filter: Option<FrameFilter>,
     capture: Capture,
     frame: Vec<u8>,
     events: Vec<Event>,
 }
+
+/// Decides whether to drop one frame.
+pub(crate) type FrameFilter = Box<dyn FnMut(&[u8]) -> bool + Send>;
 
 impl TapStack {
     /// Drives `stack` over `tap`.
@@ -148,6 +155,8 @@ impl TapStack {
             origin: std::time::Instant::now(),
             rx_impair: None,
             tx_impair: None,
+            rx_filter: None,
+            tx_filter: None,
             capture: Capture::new(CAPTURE_FRAMES),
             frame,
             events: Vec::new(),
@@ -201,18 +210,22 @@ impl TapStack {
         let wall = std::time::Instant::now();
         let now = self.to_stack_time(wall);
         let since_start = wall - self.origin;
-        let TapStack { stack, tap, capture, rx_impair, .. } = self;
+        let TapStack { stack, tap, capture, rx_impair, rx_filter, .. } = self;
+        let mut deliver = |f: &[u8]| {
+            if rx_filter.as_mut().is_some_and(|drop| drop(f)) {
+                return;
+            }
+            capture.record(since_start, f);
+            stack.handle_frame(now, f);
+        };
         let received = tap
-            .rx_burst(RX_BURST, &mut |frame| {
-                capture.record(since_start, frame);
-                match rx_impair {
-                    Some(impair) => impair.offer(wall, frame, &mut |f| stack.handle_frame(now, f)),
-                    None => stack.handle_frame(now, frame),
-                }
+            .rx_burst(RX_BURST, &mut |frame| match rx_impair {
+                Some(impair) => impair.offer(wall, frame, &mut deliver),
+                None => deliver(frame),
             })
             .map_err(|e| format!("TAP receive: {e}"))?;
         if let Some(impair) = rx_impair {
-            impair.release(wall, &mut |f| stack.handle_frame(now, f));
+            impair.release(wall, &mut deliver);
         }
         if stack.poll_timeout().is_some_and(|t| t <= now) {
             stack.handle_timeout(now);
@@ -225,10 +238,9 @@ impl TapStack {
         let wall = std::time::Instant::now();
         let now = self.to_stack_time(wall);
         let since_start = wall - self.origin;
-        let TapStack { stack, tap, capture, tx_impair, frame, .. } = self;
+        let TapStack { stack, tap, capture, tx_impair, tx_filter, frame, .. } = self;
         let mut error = None;
         let mut transmit = |f: &[u8]| {
-            capture.record(since_start, f);
             if let Err(e) = queue_frame(tap, f) {
                 error.get_or_insert(e);
             }
@@ -236,7 +248,11 @@ impl TapStack {
         let mut sent = 0;
         while sent < TX_PER_PASS {
             let Some(len) = stack.poll_transmit(now, frame) else { break };
+            capture.record(since_start, &frame[..len]);
             sent += 1;
+            if tx_filter.as_mut().is_some_and(|drop| drop(&frame[..len])) {
+                continue;
+            }
             match tx_impair {
                 Some(impair) => impair.offer(wall, &frame[..len], &mut transmit),
                 None => transmit(&frame[..len]),
@@ -267,6 +283,18 @@ impl TapStack {
         std::thread::sleep(wake.saturating_duration_since(wall));
     }
 
+    /// Drops every frame from the kernel for which `filter` returns true, before the stack
+    /// (and the capture) sees it.
+    pub(crate) fn drop_from_kernel(&mut self, filter: FrameFilter) {
+        self.rx_filter = Some(filter);
+    }
+
+    /// Drops every frame the stack emits for which `filter` returns true (the capture still
+    /// shows it, as the stack sent it).
+    pub(crate) fn drop_to_kernel(&mut self, filter: FrameFilter) {
+        self.tx_filter = Some(filter);
+    }
+
     /// Impairment counters (kernel → tcp-core, tcp-core → kernel).
     pub(crate) fn impair_stats(&self) -> (Option<ImpairStats>, Option<ImpairStats>) {
         (self.rx_impair.as_ref().map(|i| i.stats()), self.tx_impair.as_ref().map(|i| i.stats()))
@@ -295,6 +323,35 @@ impl TapStack {
         }
         out
     }
+}
+
+/// The parts of an Ethernet/IPv4/TCP frame the targeted-loss filters look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TcpSummary {
+    /// Sequence number.
+    pub(crate) seq: u32,
+    /// Flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub(crate) flags: u8,
+    /// Payload bytes.
+    pub(crate) payload_len: usize,
+}
+
+/// Parses just enough of `frame` to summarise a TCP segment; `None` for anything else.
+pub(crate) fn tcp_summary(frame: &[u8]) -> Option<TcpSummary> {
+    if frame.get(12..14)? != [0x08, 0x00] || *frame.get(23)? != 6 {
+        return None;
+    }
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]));
+    let tcp = frame.get(14 + ihl..14 + total)?;
+    let seq = u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?);
+    let doff = usize::from(tcp.get(12)? >> 4) * 4;
+    Some(TcpSummary { seq, flags: *tcp.get(13)?, payload_len: tcp.len().checked_sub(doff)? })
+}
+
+/// True for an ARP frame.
+pub(crate) fn is_arp(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x08, 0x06][..])
 }
 
 /// Queues one frame on the TAP, flushing first if its batch is full.
@@ -331,6 +388,8 @@ pub(crate) struct Exchange {
     read_from: Instant,
     /// Most bytes seen waiting in the receive queue.
     peak_recv_queue: usize,
+    /// When the peer had acknowledged all our data.
+    all_acked_at: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -346,6 +405,7 @@ impl Exchange {
             digest: None,
             read_from: Instant::ZERO,
             peak_recv_queue: 0,
+            all_acked_at: None,
             buf: vec![0; 64 * 1024],
         }
     }
@@ -354,6 +414,11 @@ impl Exchange {
     pub(crate) fn pause_reading_until(mut self, from: Instant) -> Exchange {
         self.read_from = from;
         self
+    }
+
+    /// When the peer had acknowledged every byte we sent (stack time), if it has.
+    pub(crate) fn all_acked_at(&self) -> Option<Instant> {
+        self.all_acked_at
     }
 
     /// The most bytes that waited in the receive queue at once.
@@ -394,6 +459,12 @@ impl Exchange {
         if self.sent == self.outgoing.len() && !self.write_closed {
             stack.shutdown_write(self.handle).map_err(|e| format!("tcp-core shutdown: {e}"))?;
             self.write_closed = true;
+        }
+        if self.all_acked_at.is_none()
+            && self.sent == self.outgoing.len()
+            && stack.send_queue_len(self.handle) == Ok(0)
+        {
+            self.all_acked_at = Some(now);
         }
         let queued = stack.recv_queue_len(self.handle).unwrap_or(0);
         self.peak_recv_queue = self.peak_recv_queue.max(queued);

@@ -1,4 +1,6 @@
-//! A bounded in-memory capture of the frames crossing the TAP, written out as a classic
+//! A bounded in-memory capture of tcp-core's view of the link — frames as the stack handled
+//! them (after any emulated loss or delay) and as it emitted them (before any) — written out
+//! as a classic
 //! libpcap file (the "pcap" format: 24-byte global header, 16-byte record headers,
 //! link type 1 = Ethernet) when a case fails, so a failure can be read in Wireshark or with
 //! `tcpdump -r` without re-running it. The machine has no tcpdump of its own.

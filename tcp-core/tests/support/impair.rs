@@ -112,14 +112,7 @@ impl Impairment {
     }
 
     /// Takes one frame: drops it, delivers it now, or holds it until its release time.
-    ///
-    /// ARP passes untouched: tcp-core does not retry a lost ARP request (a known bug, covered
-    /// by its own test), and a TCP test should not fail for that 2% of the time.
     pub(crate) fn offer(&mut self, now: Instant, frame: &[u8], deliver: &mut dyn FnMut(&[u8])) {
-        if super::is_arp(frame) {
-            deliver(frame);
-            return;
-        }
         self.stats.offered += 1;
         if self.rng.unit() < self.params.loss {
             self.stats.dropped += 1;

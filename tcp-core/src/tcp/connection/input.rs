@@ -115,7 +115,10 @@ impl Connection {
         let wnd_end = self.rcv_nxt + wnd;
         match (len, wnd) {
             (0, 0) => seg.seq == self.rcv_nxt,
-            (0, _) => seg.seq.in_range(self.rcv_nxt, wnd_end),
+            // Linux and BSD also accept an empty segment exactly at the right edge (Linux
+            // `tcp_sequence`): a peer whose window we filled up to a hole can send nothing
+            // else, and dropping it would lose the ACKs of our own data.
+            (0, _) => seg.seq.in_range(self.rcv_nxt, wnd_end + 1u32),
             (_, 0) => false,
             _ => {
                 seg.seq.in_range(self.rcv_nxt, wnd_end)

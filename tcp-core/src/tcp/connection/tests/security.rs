@@ -110,3 +110,19 @@ fn reset_for_segments_without_connection() {
     assert_eq!((r.flags, r.seq.0, r.ack.0), (TcpFlags::RST | TcpFlags::ACK, 0, 14));
     assert!(reset_for(&seg().rst().repr).is_none());
 }
+
+#[test]
+fn an_empty_segment_at_the_right_window_edge_is_accepted_for_its_ack() {
+    let mut h = Harness::established(&plain());
+    h.conn.send(&[1u8; 100]).unwrap();
+    h.out();
+    let rcv_nxt = IRS + 1;
+    let edge = rcv_nxt + h.conn.advertised_window();
+    // A peer whose window we filled up to a hole can only send pure ACKs at the edge
+    // (Linux `tcp_sequence` accepts these); their ACK must count.
+    assert_eq!(h.input(seg().seq(edge).ack(ISS + 101)), SegmentOutcome::Accepted);
+    assert_eq!(h.conn.send_queue_len(), 0, "the data was acknowledged");
+    // One past the edge is still out of window.
+    let out = h.input(seg().seq(edge + 1).ack(ISS + 101));
+    assert_eq!(out, SegmentOutcome::Dropped(DropReason::OutOfWindow));
+}

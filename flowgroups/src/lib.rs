@@ -2,3 +2,8 @@
 //!
 //! Not built yet: shared-memory rings, the flow-group table, the balancer, kernel
 //! instances and the app channel protocol (see README).
+
+pub mod control;
+pub mod shm;
+
+pub use shm::{Segment, ShmError};

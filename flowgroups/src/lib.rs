@@ -6,4 +6,5 @@
 pub mod control;
 pub mod shm;
 
+pub use control::{ControlLayout, ControlMessage, ControlSegment};
 pub use shm::{Segment, ShmError};

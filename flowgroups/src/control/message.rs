@@ -373,6 +373,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 8 } else { 1024 }, ..ProptestConfig::default() })]
+
         /// Any slot either fails to decode or decodes to a message that re-encodes to the
         /// very same slot (decode accepts nothing it would not have produced).
         #[test]

@@ -1,9 +1,21 @@
 //! `flowgroups`: what makes many kernel instances one stack.
 //!
-//! Not built yet: shared-memory rings, the flow-group table, the balancer, kernel
-//! instances and the app channel protocol (see README).
+//! - [`shm`]: shared-memory segments, single-producer/single-consumer rings, eventfds and
+//!   fd passing — the only place in this crate with `unsafe`.
+//! - [`control`]: the control segment shared by the control plane and the instances.
+//! - [`flowgroup`], [`steering`], [`balancer`], [`ports`]: flow groups (steering-table
+//!   buckets), how they are steered, how load is balanced by moving them, and how active
+//!   opens pick a source port that comes back to their own instance.
+//!
+//! Not built yet: kernel instances, the control plane and the `netpop` command beyond
+//! `help` (see README).
 
 pub mod balancer;
+pub mod control;
 pub mod flowgroup;
 pub mod ports;
+pub mod shm;
 pub mod steering;
+
+pub use control::{ControlLayout, ControlMessage, ControlSegment};
+pub use shm::{Segment, ShmError};

@@ -33,16 +33,18 @@ fn main() -> ExitCode {
         }
         previous = *snapshot;
     });
+    let mut stdout = std::io::stdout().lock();
     if shown {
-        print!("\r\x1b[K");
+        let _ = write!(stdout, "\r\x1b[K");
     }
-    match result {
-        Ok(summary) if json => println!("{}", summary.to_json()),
-        Ok(summary) => print!("{summary}"),
+    // A reader that went away (`loadgen ... | head`) is not an error of the run.
+    let _ = match result {
+        Ok(summary) if json => writeln!(stdout, "{}", summary.to_json()),
+        Ok(summary) => write!(stdout, "{summary}"),
         Err(error) => {
             eprintln!("loadgen: {error}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     ExitCode::SUCCESS
 }

@@ -113,7 +113,9 @@ pub(crate) const NO_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u6
 /// Starts a TCP connection to `addr` without waiting for the handshake: the returned
 /// socket is non-blocking and becomes writable (or reports an error) when the connect
 /// finishes. An error here is immediate (no local port left, network unreachable, ...).
-pub(crate) fn start_connect(addr: &SocketAddr) -> io::Result<TcpStream> {
+/// `no_delay` turns Nagle's algorithm off, which matters only when a connection carries
+/// more than one request (a lone request is written whole into an idle connection).
+pub(crate) fn start_connect(addr: &SocketAddr, no_delay: bool) -> io::Result<TcpStream> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -128,8 +130,9 @@ pub(crate) fn start_connect(addr: &SocketAddr) -> io::Result<TcpStream> {
     // SAFETY: `fd` is a freshly created socket owned by nothing else; wrapping it first
     // means every error path below closes it.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    // Requests are small and written whole; Nagle would only hold back a partial write.
-    stream.set_nodelay(true)?;
+    if no_delay {
+        stream.set_nodelay(true)?;
+    }
 
     // SAFETY: sockaddr_storage is plain data for which all-zero bytes are valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -206,7 +209,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut epoll = Epoll::new().unwrap();
-        let mut stream = start_connect(&addr).unwrap();
+        let mut stream = start_connect(&addr, true).unwrap();
         epoll.add(&stream, 7).unwrap();
         let mut events = [NO_EVENT; 4];
         let n = epoll.wait(&mut events, Duration::from_secs(5)).unwrap();
@@ -230,7 +233,7 @@ mod tests {
         // Bind then drop: the port is (almost certainly) closed right after.
         let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut epoll = Epoll::new().unwrap();
-        match start_connect(&addr) {
+        match start_connect(&addr, false) {
             Err(error) => assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused),
             Ok(stream) => {
                 epoll.add(&stream, 1).unwrap();

@@ -241,7 +241,7 @@ impl<'a> Worker<'a> {
     }
 
     fn open_connection(&mut self, scheduled: Instant, now: Instant, retried: bool) {
-        let stream = match sys::start_connect(&self.plan.target) {
+        let stream = match sys::start_connect(&self.plan.target, self.plan.keep_alive) {
             Ok(stream) => stream,
             Err(_) => return self.fail_request(FailureKind::Connect),
         };

@@ -33,7 +33,8 @@ enum Behaviour {
     DropAfter(usize),
 }
 
-const OK_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Type: text/html\r\n\r\nabc\n";
+const OK_RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Type: text/html\r\n\r\nabc\n";
 
 /// Starts a server on an ephemeral port of 127.0.0.1; its threads live until the test
 /// process ends.
@@ -122,10 +123,7 @@ fn failures(summary: &Summary, kind: FailureKind) -> u64 {
 
 fn assert_percentiles_ordered(summary: &Summary) {
     for p in [summary.latency, summary.connect_time] {
-        assert!(
-            p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p99_9 && p.p99_9 <= p.max,
-            "{p:?}"
-        );
+        assert!(p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p99_9 && p.p99_9 <= p.max, "{p:?}");
     }
 }
 
@@ -265,7 +263,9 @@ fn binary_prints_json_for_scripts_and_text_for_people() {
     assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
     let json = String::from_utf8(json.stdout).unwrap();
     assert_eq!(json.lines().count(), 1, "one JSON line and no progress line: {json}");
-    for needle in ["\"completed\":25,\"failed\":0", "\"status_codes\":{\"200\":25}", "\"body_bytes\":100"] {
+    for needle in
+        ["\"completed\":25,\"failed\":0", "\"status_codes\":{\"200\":25}", "\"body_bytes\":100"]
+    {
         assert!(json.contains(needle), "{needle} missing from {json}");
     }
 

@@ -3,7 +3,8 @@
 # builds `loadgen` in release mode, starts lighttpd serving a 4-byte file in a network
 # namespace of its own, and from a second namespace across a veth pair runs `ab` and
 # `loadgen` alternately, ROUNDS times each, with the same request count and concurrency.
-# Prints each run's requests/s, latency and client CPU time, then the mean ratio.
+# Prints each run's requests/s, latency and client CPU time, then loadgen/ab: the ratio of
+# the mean requests/s and the median of the per-round ratios (robust to one noisy run).
 # Needs root, lighttpd and ab (Debian: lighttpd, apache2-utils).
 #
 #   scripts/bench-loadgen.sh                          -n 20000 -c 50, 3 rounds
@@ -89,6 +90,7 @@ echo "each run: -n $REQUESTS -c $CONCURRENCY ${ka_flag[*]:-(one request per conn
 printf '%-8s %-5s %10s %8s %9s %9s %12s\n' client round 'req/s' failed 'p50 ms' 'p99 ms' 'CPU s/10k'
 ab_sum=0
 lg_sum=0
+ratios=()
 for round in $(seq "$ROUNDS"); do
     { time ip netns exec "$client_ns" ab -q "${ka_flag[@]}" -n "$REQUESTS" -c "$CONCURRENCY" "$url" > "$work/ab.out"; } 2> "$work/ab.time"
     ab_rps=$(awk '/^Requests per second:/ {print $4}' "$work/ab.out")
@@ -109,9 +111,13 @@ for round in $(seq "$ROUNDS"); do
 
     ab_sum=$(awk -v a="$ab_sum" -v b="$ab_rps" 'BEGIN {print a + b}')
     lg_sum=$(awk -v a="$lg_sum" -v b="$lg_rps" 'BEGIN {print a + b}')
+    ratios+=("$(awk -v a="$ab_rps" -v l="$lg_rps" 'BEGIN {printf "%.3f", l / a}')")
 done
 awk -v a="$ab_sum" -v l="$lg_sum" -v r="$ROUNDS" 'BEGIN {
-    printf "mean req/s: ab %.0f, loadgen %.0f; loadgen / ab = %.3f\n", a / r, l / r, l / a }'
+    printf "mean req/s: ab %.0f, loadgen %.0f; ratio of means loadgen / ab = %.3f\n", a / r, l / r, l / a }'
+printf '%s\n' "${ratios[@]}" | sort -n | awk '{ v[NR] = $1; list = list " " $1 } END {
+    median = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "per-round loadgen / ab (sorted):%s; median %.3f\n", list, median }'
 if [ -s "$work/error.log" ] && grep -qv 'server started\|server stopped' "$work/error.log"; then
     echo "lighttpd error log:"; cat "$work/error.log"
 fi

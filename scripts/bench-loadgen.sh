@@ -10,6 +10,7 @@
 #   scripts/bench-loadgen.sh                          -n 20000 -c 50, 3 rounds
 #   REQUESTS=50000 CONCURRENCY=200 ROUNDS=5 scripts/bench-loadgen.sh
 #   KEEPALIVE=1 scripts/bench-loadgen.sh             both with keep-alive (ab -k, loadgen -k)
+#   CLIENT_CPU=1 SERVER_CPU=1 scripts/bench-loadgen.sh   pin the client / lighttpd (taskset)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ REQUESTS="${REQUESTS:-20000}"
 CONCURRENCY="${CONCURRENCY:-50}"
 ROUNDS="${ROUNDS:-3}"
 KEEPALIVE="${KEEPALIVE:-0}"
+client_pin=()
+server_pin=()
+[ -n "${CLIENT_CPU:-}" ] && client_pin=(taskset -c "$CLIENT_CPU")
+[ -n "${SERVER_CPU:-}" ] && server_pin=(taskset -c "$SERVER_CPU")
 
 if [ "$(id -u)" != 0 ]; then
     echo "bench-loadgen: needs root (network namespaces)" >&2
@@ -70,7 +75,7 @@ server.max-fds = 8192
 index-file.names = ( "index.html" )
 mimetype.assign = ( ".html" => "text/html" )
 EOF
-ip netns exec "$server_ns" lighttpd -D -f "$work/lighttpd.conf" &
+ip netns exec "$server_ns" "${server_pin[@]}" lighttpd -D -f "$work/lighttpd.conf" &
 lighttpd_pid=$!
 url="http://$server_ip:80/index.html"
 for _ in $(seq 100); do
@@ -86,13 +91,14 @@ json_field() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }
 nested_field() { sed -n "s/.*\"$1\":{[^}]*\"$2\":\([0-9.e+-]*\).*/\1/p"; }
 
 echo "lighttpd $(lighttpd -v | head -1 | cut -d' ' -f1 | cut -d/ -f2), ab $(ab -V | head -1 | awk '{print $5}'), $(nproc) CPUs, $(uname -r)"
-echo "each run: -n $REQUESTS -c $CONCURRENCY ${ka_flag[*]:-(one request per connection)} $url"
+echo "each run: -n $REQUESTS -c $CONCURRENCY ${ka_flag[*]:-(one request per connection)} $url" \
+    "(client CPU ${CLIENT_CPU:-any}, lighttpd CPU ${SERVER_CPU:-any})"
 printf '%-8s %-5s %10s %8s %9s %9s %12s\n' client round 'req/s' failed 'p50 ms' 'p99 ms' 'CPU s/10k'
 ab_sum=0
 lg_sum=0
 ratios=()
 for round in $(seq "$ROUNDS"); do
-    { time ip netns exec "$client_ns" ab -q "${ka_flag[@]}" -n "$REQUESTS" -c "$CONCURRENCY" "$url" > "$work/ab.out"; } 2> "$work/ab.time"
+    { time ip netns exec "$client_ns" "${client_pin[@]}" ab -q "${ka_flag[@]}" -n "$REQUESTS" -c "$CONCURRENCY" "$url" > "$work/ab.out"; } 2> "$work/ab.time"
     ab_rps=$(awk '/^Requests per second:/ {print $4}' "$work/ab.out")
     ab_failed=$(awk '/^Failed requests:/ {print $3}' "$work/ab.out")
     ab_non2xx=$(awk '/^Non-2xx responses:/ {print $3}' "$work/ab.out")
@@ -101,7 +107,7 @@ for round in $(seq "$ROUNDS"); do
     ab_cpu=$(awk -v n="$REQUESTS" '{printf "%.3f", ($1 + $2) * 10000 / n}' "$work/ab.time")
     printf '%-8s %-5s %10.0f %8s %9s %9s %12s\n' ab "$round" "$ab_rps" "$((ab_failed + ${ab_non2xx:-0}))" "$ab_p50" "$ab_p99" "$ab_cpu"
 
-    { time ip netns exec "$client_ns" "$LOADGEN" --json "${ka_flag[@]}" -n "$REQUESTS" -c "$CONCURRENCY" "$url" > "$work/lg.json"; } 2> "$work/lg.time"
+    { time ip netns exec "$client_ns" "${client_pin[@]}" "$LOADGEN" --json "${ka_flag[@]}" -n "$REQUESTS" -c "$CONCURRENCY" "$url" > "$work/lg.json"; } 2> "$work/lg.time"
     lg_rps=$(json_field requests_per_s < "$work/lg.json")
     lg_failed=$(json_field failed < "$work/lg.json")
     lg_p50=$(nested_field latency_us p50 < "$work/lg.json" | awk '{printf "%.3f", $1 / 1000}')

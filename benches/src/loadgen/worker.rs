@@ -162,7 +162,7 @@ impl<'a> Worker<'a> {
     /// Requests in flight when the time bound hit, plus (open loop) those that were due but
     /// had no connection to go on.
     fn account_unfinished(&mut self, now: Instant) {
-        let mut unfinished = self.started - self.finished;
+        let mut unfinished = self.started.saturating_sub(self.finished);
         if self.plan.requests.is_none_or(|limit| self.finished < limit) {
             unfinished += self.due(now).saturating_sub(self.started);
         }

@@ -4,7 +4,11 @@
 //! - [`pktio`]: packet I/O rates per queue for the `ixgbe-user` backends (the 82599 model
 //!   link, AF_XDP on veth, and an AF_PACKET socket on the same veth as the baseline); run it
 //!   with `scripts/bench-pktio.sh` or `cargo run --release -p netpop-benches --bin pktio`.
+//! - [`loadgen`]: an HTTP/1.1 load generator over the kernel stack (like `ab`/`wrk`); run it
+//!   with `cargo run --release -p netpop-benches --bin loadgen -- --help`, or compare it with
+//!   `ab` against lighttpd with `scripts/bench-loadgen.sh`.
 //!
-//! Not built yet: the TCP load generator and the end-to-end comparisons (see README).
+//! Not built yet: the end-to-end comparisons (see README).
 
+pub mod loadgen;
 pub mod pktio;

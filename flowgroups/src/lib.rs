@@ -3,6 +3,7 @@
 //! Not built yet: shared-memory rings, the flow-group table, the balancer, kernel
 //! instances and the app channel protocol (see README).
 
+pub mod channel;
 pub mod control;
 pub mod shm;
 

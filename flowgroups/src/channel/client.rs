@@ -1,0 +1,1014 @@
+//! The application side of the app channel: the native socket API that tests use and the
+//! LD_PRELOAD shim builds on.
+//!
+//! A [`Client`] is one registered application (one process; a forked child registers
+//! again and becomes a new app). It is `Send + Sync`: every request ring has its own
+//! mutex, completions are matched to the waiting thread by their tag, and each socket's rx
+//! and tx ring ends have their own mutex, so any thread may use any socket.
+//!
+//! Blocking follows DESIGN.md "Shared memory and trust": take a ticket (the sum of the
+//! instances' change counters), check the condition, set `sleeping`, compare the ticket
+//! again and only then sleep on the wake eventfd. Instances write the eventfd only when
+//! `sleeping` is set, so a busy app costs them no system call. Within the process one
+//! thread (the leader) sleeps on the eventfd and the others on a condition variable that
+//! the leader signals, so no wake-up is swallowed by the wrong thread.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::{self, Read};
+use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::proto::{
+    Completion, CompletionSlot, Errno, MESSAGE_LEN, Request, RegistrationMessage, RequestSlot,
+    ShutdownHow, SockOption, SocketInfo,
+};
+use super::{AppLayout, AppSegment, HeaderWord, Readiness, SocketField, SocketId};
+use crate::shm::{ByteRingReader, ByteRingWriter, EventFd, RingConsumer, RingProducer, recv_fds, send_fds};
+
+/// Longest single sleep on the eventfd: a bound on the cost of any wake-up that is lost
+/// (for example because an instance died between two steps of the protocol).
+const MAX_NAP: Duration = Duration::from_millis(50);
+/// How long a request may wait for its completion before the call fails with ETIMEDOUT
+/// (instances answer in microseconds; this only triggers if one died).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tag of requests whose completion nobody waits for (doorbells).
+const NO_TAG: u64 = 0;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn err(e: Errno) -> io::Error {
+    e.to_io()
+}
+
+fn shm_io(e: impl fmt::Display) -> io::Error {
+    io::Error::other(format!("app segment: {e}"))
+}
+
+#[derive(Debug)]
+enum SlotKind {
+    Free,
+    /// Allocated, request in flight.
+    Reserved,
+    Listener {
+        port: u16,
+        backlog: u32,
+    },
+    Stream {
+        owner: u16,
+        local: SocketAddrV4,
+        peer: SocketAddrV4,
+        shut_rd: bool,
+        shut_wr: bool,
+    },
+    /// Close sent; the slot is free once every instance answered.
+    Closing,
+}
+
+#[derive(Debug)]
+struct SlotEntry {
+    kind: Mutex<SlotKind>,
+    rx: Mutex<Option<ByteRingReader>>,
+    tx: Mutex<Option<ByteRingWriter>>,
+}
+
+#[derive(Debug, Default)]
+struct Results {
+    done: HashMap<u64, Completion>,
+    /// Close tags -> slot; the slot is released when its last close completion arrives.
+    closing: HashMap<u64, u32>,
+    /// Slot -> close completions still expected.
+    closes_left: HashMap<u32, u16>,
+    /// Tags whose caller gave up waiting.
+    abandoned: HashSet<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Sleepers {
+    /// A thread is sleeping on the eventfd.
+    leader: bool,
+    /// Bumped whenever the leader returns or a completion is delivered.
+    epoch: u64,
+}
+
+/// A registered application: its segment, wake eventfd and sockets.
+pub struct Client {
+    seg: AppSegment,
+    layout: AppLayout,
+    app_id: u32,
+    home: u16,
+    wake: EventFd,
+    /// One per instance, or none (then instances must poll their rings).
+    doorbells: Vec<EventFd>,
+    requests: Vec<Mutex<RingProducer<RequestSlot>>>,
+    completions: Vec<Mutex<RingConsumer<CompletionSlot>>>,
+    results: Mutex<Results>,
+    slots: Vec<SlotEntry>,
+    free: Mutex<Vec<u32>>,
+    next_tag: AtomicU64,
+    sleepers: Mutex<Sleepers>,
+    sleep_cv: Condvar,
+    /// Kept open for the app's lifetime: its hang-up tells the plane the app is gone.
+    registration: Option<UnixStream>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("app_id", &self.app_id)
+            .field("home", &self.home)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Registers with the control plane listening on `socket_path` (see
+    /// [`RegistrationMessage`] for the exchange) and maps the segment it hands over.
+    pub fn register(socket_path: &Path) -> io::Result<Client> {
+        let mut sock = UnixStream::connect(socket_path)?;
+        let hello = RegistrationMessage::Register { pid: std::process::id() }.encode();
+        send_fds(&sock, &hello, &[])?;
+        let (msg, mut fds) = read_message(&mut sock, 2)?;
+        let (app_id, home, layout, doorbell_count) = match msg {
+            RegistrationMessage::Registered { app_id, home, layout, doorbells } => {
+                (app_id, home, layout, doorbells)
+            }
+            RegistrationMessage::Refused { errno } => return Err(errno.to_io()),
+            _ => return Err(invalid("unexpected registration reply")),
+        };
+        if fds.len() != 2 {
+            return Err(invalid("registration reply without its two fds"));
+        }
+        let wake_fd = fds.pop().ok_or_else(|| invalid("missing wake fd"))?;
+        let seg_fd = fds.pop().ok_or_else(|| invalid("missing segment fd"))?;
+        let mut doorbells = Vec::new();
+        if doorbell_count > 0 {
+            let (msg, fds) = read_message(&mut sock, usize::from(doorbell_count))?;
+            match msg {
+                RegistrationMessage::Doorbells { count }
+                    if count == doorbell_count && fds.len() == usize::from(count) =>
+                {
+                    for fd in fds {
+                        doorbells.push(EventFd::from_fd(fd)?);
+                    }
+                }
+                _ => return Err(invalid("bad doorbell message")),
+            }
+        }
+        let segment = AppSegment::open(seg_fd, layout, Some(app_id)).map_err(shm_io)?;
+        let mut client = Client::from_parts(segment, EventFd::from_fd(wake_fd)?, home, doorbells)?;
+        client.registration = Some(sock);
+        Ok(client)
+    }
+
+    /// A client over a segment and eventfd obtained some other way (tests, or a plane
+    /// embedded in the same process). `doorbells` is empty or one eventfd per instance.
+    pub fn from_parts(
+        segment: AppSegment,
+        wake: EventFd,
+        home: u16,
+        doorbells: Vec<EventFd>,
+    ) -> io::Result<Client> {
+        let layout = segment.layout();
+        if home >= layout.instances {
+            return Err(invalid("home instance out of range"));
+        }
+        if !doorbells.is_empty() && doorbells.len() != usize::from(layout.instances) {
+            return Err(invalid("need one doorbell per instance"));
+        }
+        let mut requests = Vec::new();
+        let mut completions = Vec::new();
+        for i in 0..layout.instances {
+            requests.push(Mutex::new(segment.request_producer(i).map_err(shm_io)?));
+            completions.push(Mutex::new(segment.completion_consumer(i).map_err(shm_io)?));
+        }
+        let slots = (0..layout.sockets)
+            .map(|_| SlotEntry {
+                kind: Mutex::new(SlotKind::Free),
+                rx: Mutex::new(None),
+                tx: Mutex::new(None),
+            })
+            .collect();
+        let app_id = segment.header_app_id().map_err(shm_io)?;
+        Ok(Client {
+            seg: segment,
+            layout,
+            app_id,
+            home,
+            wake,
+            doorbells,
+            requests,
+            completions,
+            results: Mutex::new(Results::default()),
+            slots,
+            // Lowest slots first, like the kernel's lowest free fd.
+            free: Mutex::new((0..layout.sockets).rev().collect()),
+            next_tag: AtomicU64::new(1),
+            sleepers: Mutex::new(Sleepers::default()),
+            sleep_cv: Condvar::new(),
+            registration: None,
+        })
+    }
+
+    /// The app id the plane gave.
+    pub fn app_id(&self) -> u32 {
+        self.app_id
+    }
+
+    /// The instance this app talks to first.
+    pub fn home(&self) -> u16 {
+        self.home
+    }
+
+    /// The segment's layout.
+    pub fn layout(&self) -> AppLayout {
+        self.layout
+    }
+
+    /// The wake eventfd, for epoll/poll integration: it becomes readable when an instance
+    /// has something for this app and the app announced it sleeps (see
+    /// [`Client::prepare_wait`]).
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Socket operations
+
+    /// Opens a listener on `port` on every instance (DESIGN.md: listeners are replicated).
+    /// A port another app (for example the parent of a forked child) already listens on is
+    /// shared with it.
+    pub fn listen(&self, port: u16, backlog: u32) -> io::Result<SocketId> {
+        if port == 0 {
+            return Err(err(Errno::EINVAL));
+        }
+        let backlog = backlog.clamp(1, super::proto::MAX_BACKLOG);
+        let slot = self.alloc_slot()?;
+        let sock = SocketId(slot);
+        let mut tags = Vec::new();
+        for i in 0..self.layout.instances {
+            match self.submit(i, Request::Listen { sock, port, backlog }) {
+                Ok(tag) => tags.push((i, tag)),
+                Err(e) => {
+                    self.abandon_listen(slot, tags);
+                    return Err(e);
+                }
+            }
+        }
+        let mut first_error = None;
+        let mut subscribed = Vec::new();
+        for &(i, tag) in &tags {
+            match self.wait_completion(tag) {
+                Ok(Completion::Listening { .. }) => subscribed.push(i),
+                Ok(Completion::Failed { errno, .. }) => {
+                    first_error.get_or_insert(err(errno));
+                }
+                Ok(_) => {
+                    first_error.get_or_insert(invalid("unexpected completion"));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            self.close_on(slot, &subscribed);
+            return Err(e);
+        }
+        *lock(&self.slot(slot)?.kind) = SlotKind::Listener { port, backlog };
+        Ok(sock)
+    }
+
+    fn abandon_listen(&self, slot: u32, sent: Vec<(u16, u64)>) {
+        let instances: Vec<u16> = sent.iter().map(|&(i, _)| i).collect();
+        {
+            let mut r = lock(&self.results);
+            for (_, tag) in sent {
+                r.abandoned.insert(tag);
+            }
+        }
+        self.close_on(slot, &instances);
+    }
+
+    /// Takes one connection from a listener: from the home instance if it has one ready,
+    /// else from any instance that has. Non-blocking: `WouldBlock` when none is ready.
+    pub fn accept(&self, listener: SocketId, blocking: bool) -> io::Result<(SocketId, SocketAddrV4)> {
+        match &*lock(&self.slot(listener.0)?.kind) {
+            SlotKind::Listener { .. } => {}
+            _ => return Err(err(Errno::EINVAL)),
+        }
+        let all = if self.layout.instances >= 32 { u32::MAX } else { (1u32 << self.layout.instances) - 1 };
+        let mask_word = self.seg.socket_word(listener.0, SocketField::AcceptReady).map_err(shm_io)?;
+        let mut tries = 0u32;
+        loop {
+            let mask = self.block_until(None, blocking, || {
+                if !self.is_listener(listener.0) {
+                    return Err(err(Errno::EBADF));
+                }
+                let m = mask_word.load(Ordering::Acquire) & all;
+                Ok((m != 0).then_some(m))
+            })?;
+            let Some(mask) = mask else { return Err(err(Errno::EAGAIN)) };
+            let instance = self.pick_instance(mask);
+            let new = self.alloc_slot()?;
+            let result = self.call(instance, Request::Accept { listener, new_sock: SocketId(new) });
+            match result {
+                Ok(Completion::Accepted { sock, peer, local, .. }) if sock.0 == new => {
+                    self.attach_stream(new, instance, local, peer)?;
+                    return Ok((sock, peer));
+                }
+                Ok(Completion::Failed { errno, .. }) if errno == Errno::EAGAIN => {
+                    // Another app or thread took it; the instance has cleared its bit.
+                    self.release_slot(new);
+                    tries += 1;
+                    if !blocking && tries > u32::from(self.layout.instances) {
+                        return Err(err(Errno::EAGAIN));
+                    }
+                }
+                Ok(Completion::Failed { errno, .. }) => {
+                    self.release_slot(new);
+                    return Err(err(errno));
+                }
+                Ok(_) => {
+                    self.release_slot(new);
+                    return Err(invalid("unexpected completion"));
+                }
+                Err(e) => {
+                    // The instance may still bind the slot later: never reuse it.
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Home instance if its bit is set, else the first set bit after it.
+    fn pick_instance(&self, mask: u32) -> u16 {
+        let n = self.layout.instances;
+        (0..n)
+            .map(|k| (self.home + k) % n)
+            .find(|&i| mask & (1 << i) != 0)
+            .unwrap_or(self.home)
+    }
+
+    /// Opens a connection from the home instance. Non-blocking: returns as soon as the SYN
+    /// is queued; [`Client::readiness`] reports `CONNECTED` (and WRITABLE) or `ERR`
+    /// (then [`Client::take_error`] says why).
+    pub fn connect(&self, addr: SocketAddrV4, blocking: bool) -> io::Result<SocketId> {
+        let slot = self.alloc_slot()?;
+        let sock = SocketId(slot);
+        match self.call(self.home, Request::Connect { sock, addr })? {
+            Completion::Connecting { local, .. } => self.attach_stream(slot, self.home, local, addr)?,
+            Completion::Failed { errno, .. } => {
+                self.release_slot(slot);
+                return Err(err(errno));
+            }
+            _ => return Err(invalid("unexpected completion")),
+        }
+        if blocking {
+            let state = self.seg.socket_word(slot, SocketField::State).map_err(shm_io)?;
+            let done = self.block_until(None, true, || {
+                let s = Readiness::from_bits_retain(state.load(Ordering::Acquire));
+                Ok(s.intersects(Readiness::CONNECTED | Readiness::ERR).then_some(s))
+            })?;
+            if done.is_some_and(|s| !s.contains(Readiness::CONNECTED)) {
+                let e = self.take_error(sock).unwrap_or_else(|| err(Errno::ECONNREFUSED));
+                let _ = self.close(sock);
+                return Err(e);
+            }
+        }
+        Ok(sock)
+    }
+
+    fn attach_stream(&self, slot: u32, owner: u16, local: SocketAddrV4, peer: SocketAddrV4) -> io::Result<()> {
+        let entry = self.slot(slot)?;
+        *lock(&entry.rx) = Some(self.seg.rx_reader(slot).map_err(shm_io)?);
+        *lock(&entry.tx) = Some(self.seg.tx_writer(slot).map_err(shm_io)?);
+        *lock(&entry.kind) =
+            SlotKind::Stream { owner, local, peer, shut_rd: false, shut_wr: false };
+        Ok(())
+    }
+
+    /// Sends bytes. Blocking: returns once all of `data` is in the socket's tx ring (or an
+    /// error ends the connection). Non-blocking: writes what fits, `WouldBlock` if nothing.
+    pub fn send(&self, s: SocketId, data: &[u8], blocking: bool) -> io::Result<usize> {
+        let (owner, shut_wr) = self.stream_of(s)?;
+        if shut_wr {
+            return Err(err(Errno::EPIPE));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let entry = self.slot(s.0)?;
+        let state = self.seg.socket_word(s.0, SocketField::State).map_err(shm_io)?;
+        let mut written = 0;
+        loop {
+            let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
+            if st.intersects(Readiness::ERR | Readiness::HUP) {
+                if written > 0 {
+                    return Ok(written);
+                }
+                return Err(self.take_error(s).unwrap_or_else(|| err(Errno::EPIPE)));
+            }
+            if st.contains(Readiness::CONNECTED) {
+                let n = {
+                    let mut tx = lock(&entry.tx);
+                    let ring = tx.as_mut().ok_or_else(|| err(Errno::EBADF))?;
+                    let rest = data.get(written..).unwrap_or(&[]);
+                    ring.write(rest).map_err(shm_io)?
+                };
+                if n > 0 {
+                    written += n;
+                    self.ring_tx_doorbell(owner, s)?;
+                    if written == data.len() || !blocking {
+                        return Ok(written);
+                    }
+                    continue;
+                }
+            }
+            if !blocking {
+                return if written > 0 { Ok(written) } else { Err(err(Errno::EAGAIN)) };
+            }
+            self.block_until(None, true, || {
+                let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
+                if st.intersects(Readiness::ERR | Readiness::HUP) {
+                    return Ok(Some(()));
+                }
+                if !st.contains(Readiness::CONNECTED) {
+                    return Ok(None);
+                }
+                let mut tx = lock(&entry.tx);
+                let room = tx.as_mut().map(|r| r.writable()).transpose().map_err(shm_io)?;
+                Ok(room.is_none_or(|n| n > 0).then_some(()))
+            })?;
+        }
+    }
+
+    /// Tells the owning instance that the tx ring has bytes, unless a previous doorbell is
+    /// still unanswered (see [`SocketField::TxDoorbell`]).
+    fn ring_tx_doorbell(&self, owner: u16, s: SocketId) -> io::Result<()> {
+        let bell = self.seg.socket_word(s.0, SocketField::TxDoorbell).map_err(shm_io)?;
+        // AcqRel: our ring write happens before the swap; the instance's swap(0) reads it.
+        if bell.swap(1, Ordering::AcqRel) == 0 {
+            self.submit_untagged(owner, Request::TxReady { sock: s })?;
+        }
+        Ok(())
+    }
+
+    /// Receives bytes; `Ok(0)` is end of stream. Non-blocking: `WouldBlock` if none.
+    pub fn recv(&self, s: SocketId, buf: &mut [u8], blocking: bool) -> io::Result<usize> {
+        let (owner, _) = self.stream_of(s)?;
+        if self.shut_rd(s) || buf.is_empty() {
+            return Ok(0);
+        }
+        let entry = self.slot(s.0)?;
+        let state = self.seg.socket_word(s.0, SocketField::State).map_err(shm_io)?;
+        loop {
+            // State first, ring second: RDHUP is published after the last byte.
+            let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
+            let n = {
+                let mut rx = lock(&entry.rx);
+                let ring = rx.as_mut().ok_or_else(|| err(Errno::EBADF))?;
+                ring.read(buf).map_err(shm_io)?
+            };
+            if n > 0 {
+                self.ring_rx_doorbell(owner, s)?;
+                return Ok(n);
+            }
+            if st.contains(Readiness::ERR) {
+                if let Some(e) = self.take_error(s) {
+                    return Err(e);
+                }
+                return Ok(0);
+            }
+            if st.contains(Readiness::RDHUP) {
+                return Ok(0);
+            }
+            if !blocking {
+                return Err(err(Errno::EAGAIN));
+            }
+            self.block_until(None, true, || {
+                let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
+                if st.intersects(Readiness::ERR | Readiness::RDHUP) {
+                    return Ok(Some(()));
+                }
+                let mut rx = lock(&entry.rx);
+                let avail = rx.as_mut().map(|r| r.readable()).transpose().map_err(shm_io)?;
+                Ok(avail.is_none_or(|n| n > 0).then_some(()))
+            })?;
+        }
+    }
+
+    /// After reading: if the instance stalled on a full rx ring, tell it there is room.
+    fn ring_rx_doorbell(&self, owner: u16, s: SocketId) -> io::Result<()> {
+        let bell = self.seg.socket_word(s.0, SocketField::RxDoorbell).map_err(shm_io)?;
+        // SeqCst fence: our head store (the read) is ordered before the flag load; the
+        // instance fences between setting the flag and re-checking the room.
+        fence(Ordering::SeqCst);
+        if bell.load(Ordering::Relaxed) != 0 && bell.swap(0, Ordering::AcqRel) != 0 {
+            self.submit_untagged(owner, Request::RxConsumed { sock: s })?;
+        }
+        Ok(())
+    }
+
+    /// `shutdown(2)`.
+    pub fn shutdown(&self, s: SocketId, how: ShutdownHow) -> io::Result<()> {
+        let owner = {
+            let mut kind = lock(&self.slot(s.0)?.kind);
+            match &mut *kind {
+                SlotKind::Stream { owner, shut_rd, shut_wr, .. } => {
+                    if matches!(how, ShutdownHow::Read | ShutdownHow::Both) {
+                        *shut_rd = true;
+                    }
+                    if matches!(how, ShutdownHow::Write | ShutdownHow::Both) {
+                        *shut_wr = true;
+                    }
+                    *owner
+                }
+                _ => return Err(err(Errno::ENOTCONN)),
+            }
+        };
+        self.expect_done(self.call(owner, Request::Shutdown { sock: s, how })?)
+    }
+
+    /// Closes a socket. Returns at once; the slot is reused once every instance involved
+    /// has answered. Bytes already sent are still delivered (an orderly FIN follows), unless
+    /// received bytes were left unread, which resets the connection as Linux does.
+    pub fn close(&self, s: SocketId) -> io::Result<()> {
+        let entry = self.slot(s.0)?;
+        let instances: Vec<u16> = {
+            let mut kind = lock(&entry.kind);
+            let targets = match &*kind {
+                SlotKind::Listener { .. } => (0..self.layout.instances).collect(),
+                SlotKind::Stream { owner, .. } => vec![*owner],
+                _ => return Err(err(Errno::EBADF)),
+            };
+            *kind = SlotKind::Closing;
+            targets
+        };
+        *lock(&entry.rx) = None;
+        *lock(&entry.tx) = None;
+        self.close_on(s.0, &instances);
+        Ok(())
+    }
+
+    /// Sends `Close` for `slot` to `instances`; the slot is released when all answered.
+    fn close_on(&self, slot: u32, instances: &[u16]) {
+        if instances.is_empty() {
+            self.release_slot(slot);
+            return;
+        }
+        if let Ok(entry) = self.slot(slot) {
+            *lock(&entry.kind) = SlotKind::Closing;
+        }
+        let tags: Vec<u64> = instances.iter().map(|_| self.new_tag()).collect();
+        {
+            let mut r = lock(&self.results);
+            r.closes_left.insert(slot, instances.len() as u16);
+            for &tag in &tags {
+                r.closing.insert(tag, slot);
+            }
+        }
+        for (&i, &tag) in instances.iter().zip(&tags) {
+            if self.submit_with_tag(i, Request::Close { sock: SocketId(slot) }, tag).is_err() {
+                // The ring is unusable: the slot is never reused (the instance may still
+                // hold it); the app is broken anyway.
+                let mut r = lock(&self.results);
+                r.closing.remove(&tag);
+            }
+        }
+    }
+
+    /// Sets a socket option on a connection.
+    pub fn set_option(&self, s: SocketId, option: SockOption) -> io::Result<()> {
+        let owner = match &*lock(&self.slot(s.0)?.kind) {
+            SlotKind::Stream { owner, .. } => *owner,
+            SlotKind::Listener { .. } => self.home,
+            _ => return Err(err(Errno::EBADF)),
+        };
+        self.expect_done(self.call(owner, Request::SetOption { sock: s, option })?)
+    }
+
+    /// Addresses, TCP state and queue sizes of a connection, from its instance.
+    pub fn info(&self, s: SocketId) -> io::Result<SocketInfo> {
+        let owner = match &*lock(&self.slot(s.0)?.kind) {
+            SlotKind::Stream { owner, .. } => *owner,
+            SlotKind::Listener { .. } => self.home,
+            _ => return Err(err(Errno::EBADF)),
+        };
+        match self.call(owner, Request::GetInfo { sock: s })? {
+            Completion::Info { info, .. } => Ok(info),
+            Completion::Failed { errno, .. } => Err(err(errno)),
+            _ => Err(invalid("unexpected completion")),
+        }
+    }
+
+    /// Local and peer address of a connection (no round trip).
+    pub fn addresses(&self, s: SocketId) -> io::Result<(SocketAddrV4, SocketAddrV4)> {
+        match &*lock(&self.slot(s.0)?.kind) {
+            SlotKind::Stream { local, peer, .. } => Ok((*local, *peer)),
+            _ => Err(err(Errno::ENOTCONN)),
+        }
+    }
+
+    /// The listeners this app holds: `(socket, port, backlog)`. A forked child, which is a
+    /// new app, calls [`Client::listen`] for each inherited one on its own client.
+    pub fn listeners(&self) -> Vec<(SocketId, u16, u32)> {
+        (0..self.layout.sockets)
+            .filter_map(|slot| match &*lock(&self.slots.get(slot as usize)?.kind) {
+                SlotKind::Listener { port, backlog } => Some((SocketId(slot), *port, *backlog)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The socket's pending error (SO_ERROR), cleared by reading it.
+    pub fn take_error(&self, s: SocketId) -> Option<io::Error> {
+        let w = self.seg.socket_word(s.0, SocketField::Error).ok()?;
+        let e = w.swap(0, Ordering::AcqRel);
+        let e = i32::try_from(e).ok().filter(|&e| e > 0 && e < 4096)?;
+        Some(io::Error::from_raw_os_error(e))
+    }
+
+    /// What the socket is ready for, as poll(2) would report it.
+    pub fn readiness(&self, s: SocketId) -> Readiness {
+        let Ok(entry) = self.slot(s.0) else { return Readiness::empty() };
+        let stored = self
+            .seg
+            .socket_word(s.0, SocketField::State)
+            .map(|w| Readiness::from_bits_retain(w.load(Ordering::Acquire)))
+            .unwrap_or_default();
+        let pending_error = self
+            .seg
+            .socket_word(s.0, SocketField::Error)
+            .is_ok_and(|w| w.load(Ordering::Relaxed) != 0);
+        let kind = lock(&entry.kind);
+        match &*kind {
+            SlotKind::Listener { .. } => {
+                let mask = self
+                    .seg
+                    .socket_word(s.0, SocketField::AcceptReady)
+                    .map(|w| w.load(Ordering::Acquire))
+                    .unwrap_or(0);
+                let mut r = Readiness::LISTENING;
+                if mask != 0 {
+                    r |= Readiness::ACCEPTABLE | Readiness::READABLE;
+                }
+                r
+            }
+            SlotKind::Stream { shut_rd, shut_wr, .. } => {
+                let mut r = stored & (Readiness::CONNECTED | Readiness::HUP | Readiness::RDHUP);
+                if pending_error {
+                    r |= Readiness::ERR;
+                }
+                let readable = lock(&entry.rx).as_mut().is_some_and(|x| x.readable().is_ok_and(|n| n > 0));
+                if readable || *shut_rd || r.intersects(Readiness::RDHUP | Readiness::ERR) {
+                    r |= Readiness::READABLE;
+                }
+                let room = lock(&entry.tx).as_mut().is_some_and(|x| x.writable().is_ok_and(|n| n > 0));
+                let connected = r.contains(Readiness::CONNECTED);
+                if (connected && room) || *shut_wr || r.intersects(Readiness::HUP | Readiness::ERR) {
+                    r |= Readiness::WRITABLE;
+                }
+                r
+            }
+            _ => Readiness::empty(),
+        }
+    }
+
+    /// Bumped by the instances on every change to `s` (data, room, state): an
+    /// edge-triggered poller reports the socket again only when this moved.
+    pub fn event_count(&self, s: SocketId) -> u32 {
+        self.seg
+            .socket_word(s.0, SocketField::EventSeq)
+            .map(|w| w.load(Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Waiting
+
+    /// The wait ticket: the sum of every instance's change counter. Take it *before*
+    /// checking readiness, then pass it to [`Client::wait_since`], and no change made
+    /// between the check and the sleep is missed.
+    pub fn ticket(&self) -> u64 {
+        (0..self.layout.instances)
+            .filter_map(|i| self.seg.event_seq(i).ok())
+            .fold(0u64, |acc, seq| acc.wrapping_add(seq.load(Ordering::Acquire)))
+    }
+
+    /// Sleeps until an instance changes something after `ticket` was taken, or `timeout`
+    /// passes (`None`: no limit, but the sleep is cut into short naps). Returns true if
+    /// the ticket moved. Also drains completions.
+    pub fn wait_since(&self, ticket: u64, timeout: Option<Duration>) -> io::Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.drain_completions()?;
+            if self.ticket() != ticket {
+                return Ok(true);
+            }
+            let nap = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    left.min(MAX_NAP)
+                }
+                None => MAX_NAP,
+            };
+            self.nap(ticket, nap)?;
+        }
+    }
+
+    /// Sleeps until something changes or `timeout` passes. Racy on its own (a change
+    /// between the caller's last check and this call is only seen after a nap); prefer
+    /// [`Client::ticket`] + [`Client::wait_since`].
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.wait_since(self.ticket(), timeout).map(|_| ())
+    }
+
+    /// For a caller that sleeps on [`Client::wake_fd`] itself (the shim's epoll): announce
+    /// the sleep. Then compare [`Client::ticket`] with the ticket taken before the
+    /// readiness check, and block only if it did not move; call [`Client::finish_wait`]
+    /// after waking.
+    pub fn prepare_wait(&self) {
+        if let Ok(w) = self.seg.header_word(HeaderWord::Sleeping) {
+            w.store(1, Ordering::Relaxed);
+        }
+        // SeqCst fence: the flag store is ordered before the ticket re-check that follows
+        // (pairs with the instance's fence between its change and its flag load).
+        fence(Ordering::SeqCst);
+    }
+
+    /// After a sleep on [`Client::wake_fd`]: clears the eventfd and the flag.
+    pub fn finish_wait(&self) -> io::Result<()> {
+        if let Ok(w) = self.seg.header_word(HeaderWord::Sleeping) {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.wake.drain().map(|_| ())
+    }
+
+    /// One sleep of at most `nap`: on the eventfd if no other thread does, else on the
+    /// condition variable the sleeping thread signals.
+    fn nap(&self, ticket: u64, nap: Duration) -> io::Result<()> {
+        let mut s = lock(&self.sleepers);
+        if s.leader {
+            let epoch = s.epoch;
+            let _ = self
+                .sleep_cv
+                .wait_timeout_while(s, nap, |s| s.leader && s.epoch == epoch)
+                .unwrap_or_else(PoisonError::into_inner);
+            return Ok(());
+        }
+        s.leader = true;
+        drop(s);
+        self.prepare_wait();
+        let result = if self.ticket() == ticket { self.wake.wait(Some(nap)).map(|_| ()) } else { Ok(()) };
+        let finished = self.finish_wait();
+        let mut s = lock(&self.sleepers);
+        s.leader = false;
+        s.epoch = s.epoch.wrapping_add(1);
+        drop(s);
+        self.sleep_cv.notify_all();
+        result.and(finished)
+    }
+
+    /// Runs `check` until it yields a value: between attempts, sleeps until an instance
+    /// changes something. Non-blocking (`blocking == false`): one attempt.
+    fn block_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        blocking: bool,
+        mut check: impl FnMut() -> io::Result<Option<T>>,
+    ) -> io::Result<Option<T>> {
+        loop {
+            let ticket = self.ticket();
+            self.drain_completions()?;
+            if let Some(v) = check()? {
+                return Ok(Some(v));
+            }
+            if !blocking {
+                return Ok(None);
+            }
+            let nap = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    left.min(MAX_NAP)
+                }
+                None => MAX_NAP,
+            };
+            self.nap(ticket, nap)?;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Requests and completions
+
+    fn new_tag(&self) -> u64 {
+        // Never NO_TAG: start at 1 and skip 0 on wrap-around.
+        loop {
+            let t = self.next_tag.fetch_add(1, Ordering::Relaxed);
+            if t != NO_TAG {
+                return t;
+            }
+        }
+    }
+
+    fn submit(&self, instance: u16, request: Request) -> io::Result<u64> {
+        let tag = self.new_tag();
+        self.submit_with_tag(instance, request, tag)?;
+        Ok(tag)
+    }
+
+    fn submit_untagged(&self, instance: u16, request: Request) -> io::Result<()> {
+        self.submit_with_tag(instance, request, NO_TAG)
+    }
+
+    /// Pushes a request, waiting (draining completions, which is what frees the instance
+    /// to take more requests) while the ring is full; then rings the doorbell if the
+    /// instance announced it sleeps.
+    fn submit_with_tag(&self, instance: u16, request: Request, tag: u64) -> io::Result<()> {
+        let ring = self.requests.get(usize::from(instance)).ok_or_else(|| err(Errno::EINVAL))?;
+        let slot = request.encode(tag);
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            if lock(ring).push(&slot).map_err(shm_io)? {
+                break;
+            }
+            self.ring_doorbell(instance)?;
+            if Instant::now() >= deadline {
+                return Err(err(Errno::ETIMEDOUT));
+            }
+            self.drain_completions()?;
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        self.ring_doorbell(instance)
+    }
+
+    fn ring_doorbell(&self, instance: u16) -> io::Result<()> {
+        let Some(bell) = self.doorbells.get(usize::from(instance)) else { return Ok(()) };
+        let flag = self.seg.instance_sleeping(instance).map_err(shm_io)?;
+        // SeqCst fence: the pushed tail is ordered before the flag load; the instance
+        // fences between setting the flag and checking its ring.
+        fence(Ordering::SeqCst);
+        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
+            bell.notify()?;
+        }
+        Ok(())
+    }
+
+    fn call(&self, instance: u16, request: Request) -> io::Result<Completion> {
+        let tag = self.submit(instance, request)?;
+        self.wait_completion(tag)
+    }
+
+    fn wait_completion(&self, tag: u64) -> io::Result<Completion> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let found = self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)))?;
+        match found {
+            Some(c) => Ok(c),
+            None => {
+                lock(&self.results).abandoned.insert(tag);
+                Err(err(Errno::ETIMEDOUT))
+            }
+        }
+    }
+
+    fn expect_done(&self, c: Completion) -> io::Result<()> {
+        match c {
+            Completion::Done { .. } => Ok(()),
+            Completion::Failed { errno, .. } => Err(err(errno)),
+            _ => Err(invalid("unexpected completion")),
+        }
+    }
+
+    /// Pops every completion ring that no other thread is draining right now and hands
+    /// each completion to its waiter.
+    fn drain_completions(&self) -> io::Result<()> {
+        let mut delivered = false;
+        for ring in &self.completions {
+            let Ok(mut ring) = ring.try_lock() else { continue };
+            while let Some(slot) = ring.pop().map_err(shm_io)? {
+                // A completion this client cannot decode was not written by an instance
+                // (the app scribbled on its own memory); there is nobody to give it to.
+                let Ok(c) = slot.decode(&self.layout) else { continue };
+                delivered |= self.deliver(c);
+            }
+        }
+        if delivered {
+            let mut s = lock(&self.sleepers);
+            s.epoch = s.epoch.wrapping_add(1);
+            drop(s);
+            self.sleep_cv.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Files one completion; true if a waiting thread may want it.
+    fn deliver(&self, c: Completion) -> bool {
+        let tag = c.user();
+        if tag == NO_TAG {
+            return false;
+        }
+        let mut r = lock(&self.results);
+        if let Some(slot) = r.closing.remove(&tag) {
+            let left = r.closes_left.get(&slot).copied().unwrap_or(1).saturating_sub(1);
+            if left == 0 {
+                r.closes_left.remove(&slot);
+                drop(r);
+                self.release_slot(slot);
+            } else {
+                r.closes_left.insert(slot, left);
+            }
+            return false;
+        }
+        if r.abandoned.remove(&tag) {
+            return false;
+        }
+        r.done.insert(tag, c);
+        true
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Slots
+
+    fn slot(&self, slot: u32) -> io::Result<&SlotEntry> {
+        self.slots.get(slot as usize).ok_or_else(|| err(Errno::EBADF))
+    }
+
+    fn alloc_slot(&self) -> io::Result<u32> {
+        let slot = lock(&self.free).pop().ok_or_else(|| err(Errno::EMFILE))?;
+        // No instance touches a free slot, so the app may clear what a previous owner
+        // left; a connection's binding instance resets the entry again anyway.
+        for field in [SocketField::State, SocketField::AcceptReady, SocketField::Error] {
+            if let Ok(w) = self.seg.socket_word(slot, field) {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        if let Ok(entry) = self.slot(slot) {
+            *lock(&entry.kind) = SlotKind::Reserved;
+        }
+        Ok(slot)
+    }
+
+    fn release_slot(&self, slot: u32) {
+        if let Ok(entry) = self.slot(slot) {
+            *lock(&entry.kind) = SlotKind::Free;
+            *lock(&entry.rx) = None;
+            *lock(&entry.tx) = None;
+            lock(&self.free).push(slot);
+        }
+    }
+
+    fn is_listener(&self, slot: u32) -> bool {
+        self.slot(slot).is_ok_and(|e| matches!(&*lock(&e.kind), SlotKind::Listener { .. }))
+    }
+
+    fn stream_of(&self, s: SocketId) -> io::Result<(u16, bool)> {
+        match &*lock(&self.slot(s.0)?.kind) {
+            SlotKind::Stream { owner, shut_wr, .. } => Ok((*owner, *shut_wr)),
+            SlotKind::Listener { .. } => Err(err(Errno::ENOTCONN)),
+            _ => Err(err(Errno::EBADF)),
+        }
+    }
+
+    fn shut_rd(&self, s: SocketId) -> bool {
+        self.slot(s.0)
+            .is_ok_and(|e| matches!(&*lock(&e.kind), SlotKind::Stream { shut_rd: true, .. }))
+    }
+
+    /// Free socket slots (for leak checks).
+    pub fn free_slots(&self) -> usize {
+        lock(&self.free).len()
+    }
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// Reads one registration message and the fds that came with it.
+fn read_message(sock: &mut UnixStream, max_fds: usize) -> io::Result<(RegistrationMessage, Vec<OwnedFd>)> {
+    let mut buf = [0u8; MESSAGE_LEN];
+    let (n, fds) = recv_fds(sock, &mut buf, max_fds)?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "control plane hung up"));
+    }
+    // A stream socket may deliver the message in pieces; fds come with the first one.
+    if let Some(rest) = buf.get_mut(n..) {
+        sock.read_exact(rest)?;
+    }
+    let msg = RegistrationMessage::decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((msg, fds))
+}

@@ -4,7 +4,11 @@
 //! - [`pktio`]: packet I/O rates per queue for the `ixgbe-user` backends (the 82599 model
 //!   link, AF_XDP on veth, and an AF_PACKET socket on the same veth as the baseline); run it
 //!   with `scripts/bench-pktio.sh` or `cargo run --release -p netpop-benches --bin pktio`.
+//! - [`tcp`]: tcp-core in memory beside smoltcp and the Linux kernel over loopback
+//!   (connections per second, bulk throughput) and callgrind's instructions per connection;
+//!   run it with `scripts/bench-tcp.sh`.
 //!
 //! Not built yet: the TCP load generator and the end-to-end comparisons (see README).
 
 pub mod pktio;
+pub mod tcp;

@@ -92,9 +92,9 @@ pub fn churn<B: Bound>(concurrency: usize, bound: &mut B) -> io::Result<DriverSt
     let (mut started, mut done, mut failures, mut open) = (0u64, 0u64, 0u64, 0usize);
 
     let open_connections = |conns: &mut Vec<Option<Conn>>,
-                                started: &mut u64,
-                                open: &mut usize,
-                                bound: &B|
+                            started: &mut u64,
+                            open: &mut usize,
+                            bound: &B|
      -> io::Result<()> {
         while *open < concurrency && bound.may_start(*started) {
             // A blocking connect on loopback returns once the handshake is done, which the

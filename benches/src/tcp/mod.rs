@@ -309,8 +309,11 @@ mod tests {
 
     #[test]
     fn a_timed_meter_skips_the_warmup() {
-        let mut m =
-            Meter::timed(Duration::from_millis(20), Duration::from_millis(20), cpu::CpuClock::Thread);
+        let mut m = Meter::timed(
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+            cpu::CpuClock::Thread,
+        );
         let mut done = 0;
         while m.keep_going(done) {
             done += 1;

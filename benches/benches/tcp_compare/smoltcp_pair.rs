@@ -335,7 +335,7 @@ pub(crate) fn churn<B: Bound>(
             }
             active += usize::from(*phase != ClientPhase::Idle);
         }
-        if active == 0 || !bound.keep_going(done) {
+        if active == 0 || (!bound.keep_going(done) && !bound.finish_in_flight()) {
             break;
         }
         // Each stack takes its input, then its application acts, then its output leaves.

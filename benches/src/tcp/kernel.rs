@@ -112,7 +112,7 @@ pub fn churn<B: Bound>(concurrency: usize, bound: &mut B) -> io::Result<DriverSt
     };
 
     open_connections(&mut conns, &mut started, &mut open, bound)?;
-    while open > 0 && bound.keep_going(done) {
+    while open > 0 && (bound.keep_going(done) || bound.finish_in_flight()) {
         let n = epoll.wait(&mut events)?;
         for event in &events[..n] {
             if event.u64 == LISTENER_TOKEN {

@@ -95,6 +95,11 @@ pub trait Bound {
     fn may_start(&self, started: u64) -> bool;
     /// Should the driver go on, `done` units (connections or bytes) being finished?
     fn keep_going(&mut self, done: u64) -> bool;
+    /// Once `keep_going` said no, should connections still in flight be closed before the
+    /// driver returns (so every frame of every lifecycle is counted)?
+    fn finish_in_flight(&self) -> bool {
+        false
+    }
 }
 
 /// A fixed amount of work: `n` connections (or bytes), then stop.
@@ -108,6 +113,10 @@ impl Bound for Count {
 
     fn keep_going(&mut self, done: u64) -> bool {
         done < self.0
+    }
+
+    fn finish_in_flight(&self) -> bool {
+        true
     }
 }
 

@@ -194,7 +194,7 @@ pub fn churn<B: Bound>(
                 }
             }
         }
-        if open == 0 || !bound.keep_going(done) {
+        if open == 0 || (!bound.keep_going(done) && !bound.finish_in_flight()) {
             break;
         }
         // Each stack takes its input, then its application acts, then its output leaves:

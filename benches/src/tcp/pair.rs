@@ -213,12 +213,10 @@ pub fn churn<B: Bound>(
         while let Some(event) = pair.client.poll_event() {
             acted = true;
             match event {
-                Event::Connected(h) => {
-                    if pair.client.send(h, REQUEST) != Ok(REQUEST.len()) {
-                        failures += 1;
-                        open -= 1;
-                        let _ = pair.client.abort(h);
-                    }
+                Event::Connected(h) if pair.client.send(h, REQUEST) != Ok(REQUEST.len()) => {
+                    failures += 1;
+                    open -= 1;
+                    let _ = pair.client.abort(h);
                 }
                 Event::Readable(h) | Event::ReadClosed(h) => loop {
                     match pair.client.recv(h, &mut buf) {

@@ -9,9 +9,9 @@
 //! It has no SACK (tcp-core offers it; on a lossless wire it never comes into play).
 //!
 //! smoltcp has no listen backlog: a listening socket turns into the connection it accepts.
-//! A server is emulated the way smoltcp's documentation suggests, with as many listening
-//! sockets on the port as connections may be in flight, each put back to listening once its
-//! connection is over. A socket re-armed from TIME-WAIT leaves TIME-WAIT at once (smoltcp's
+//! A server is emulated the usual way, with as many listening sockets on the port as
+//! connections may be in flight, each put back to listening once its connection is over
+//! (smoltcp's `listen` allows several sockets on one endpoint for such acceptor loops). A socket re-armed from TIME-WAIT leaves TIME-WAIT at once (smoltcp's
 //! `listen` resets it), so unlike tcp-core's and Linux's servers smoltcp keeps no TIME-WAIT
 //! state for closed connections.
 

@@ -7,8 +7,12 @@
 //! - [`loadgen`]: an HTTP/1.1 load generator over the kernel stack (like `ab`/`wrk`); run it
 //!   with `cargo run --release -p netpop-benches --bin loadgen -- --help`, or compare it with
 //!   `ab` against lighttpd with `scripts/bench-loadgen.sh`.
+//! - [`tcp`]: tcp-core in memory beside smoltcp and the Linux kernel over loopback
+//!   (connections per second, bulk throughput) and callgrind's instructions per connection;
+//!   run it with `scripts/bench-tcp.sh`.
 //!
 //! Not built yet: the end-to-end comparisons (see README).
 
 pub mod loadgen;
 pub mod pktio;
+pub mod tcp;

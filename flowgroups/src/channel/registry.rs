@@ -26,15 +26,28 @@ pub type AppId = u32;
 #[derive(Debug)]
 pub struct AppLink {
     app_id: AppId,
+    family: u32,
     instance: u16,
     seg: AppSegment,
     wake: EventFd,
 }
 
 impl AppLink {
-    /// A link for `app_id` as seen by `instance`.
-    pub fn new(app_id: AppId, instance: u16, seg: AppSegment, wake: EventFd) -> AppLink {
-        AppLink { app_id, instance, seg, wake }
+    /// A link for `app_id` of listener family `family` (see [`ListenerRegistry::subscribe`])
+    /// as seen by `instance`.
+    pub fn new(
+        app_id: AppId,
+        family: u32,
+        instance: u16,
+        seg: AppSegment,
+        wake: EventFd,
+    ) -> AppLink {
+        AppLink { app_id, family, instance, seg, wake }
+    }
+
+    /// The app's listener family.
+    pub fn family(&self) -> u32 {
+        self.family
     }
 
     /// The app's id.
@@ -186,9 +199,10 @@ impl ListenerRegistry {
     }
 
     /// Subscribes `link`'s `slot` to `port`, opening the stack's listener on first use.
-    /// An app may subscribe one slot per port (a second slot is `EADDRINUSE`); any number
-    /// of apps may share a port (they behave as SO_REUSEPORT siblings, which is what a
-    /// forked child inheriting a listener needs).
+    /// An app may subscribe one slot per port (a second slot is `EADDRINUSE`). Apps of the
+    /// same *family* share a port (like SO_REUSEPORT siblings): the control plane gives a
+    /// forked child its parent's family, so inherited listeners keep working in the child,
+    /// while an unrelated app gets `EADDRINUSE` and cannot steal connections.
     pub fn subscribe(
         &mut self,
         stack: &mut Stack,
@@ -201,7 +215,7 @@ impl ListenerRegistry {
             return if p == port { Ok(()) } else { Err(Errno::EINVAL) };
         }
         if let Some(l) = self.ports.get_mut(&port) {
-            if l.subscribers.iter().any(|s| s.link.app_id == link.app_id) {
+            if l.subscribers.iter().any(|s| s.link.app_id == link.app_id || s.link.family != link.family) {
                 return Err(Errno::EADDRINUSE);
             }
             l.subscribers.push(Subscriber { link: link.clone(), slot });

@@ -148,6 +148,9 @@ struct PortListener {
     subscribers: Vec<Subscriber>,
     /// Next subscriber to consider for a wake-up.
     cursor: usize,
+    /// A subscriber was woken or an accept was attempted since the last
+    /// [`ListenerRegistry::rewake_waiting`] pass.
+    recent_activity: bool,
 }
 
 /// One instance's listeners (port -> stack listener and subscribers) and connection owners
@@ -231,6 +234,7 @@ impl ListenerRegistry {
                     handle,
                     subscribers: vec![Subscriber { link: link.clone(), slot }],
                     cursor: 0,
+                    recent_activity: false,
                 },
             );
         }
@@ -299,20 +303,23 @@ impl ListenerRegistry {
         let Some(&port) = self.by_handle.get(&listener) else { return false };
         self.publish(stack, port);
         let Some(l) = self.ports.get_mut(&port) else { return false };
+        l.recent_activity = true;
         wake_next(l)
     }
 
-    /// Wakes one more sleeping subscriber of every port whose accept queue is not empty.
-    /// A woken app may have been sleeping for something else and not accept; the instance
-    /// calls this now and then (every few milliseconds) so such a connection is not left
-    /// waiting for the next arrival. Returns the number of apps woken.
+    /// Wakes one more sleeping subscriber of every port whose accept queue is not empty
+    /// and saw no wake-up and no accept attempt since the previous call. A woken app may
+    /// have been sleeping for something else and not accept; the instance calls this
+    /// periodically (every few milliseconds) so such a connection waits at most about two
+    /// periods instead of until the next arrival. Returns the number of apps woken.
     pub fn rewake_waiting(&mut self, stack: &Stack) -> usize {
         let mut woken = 0;
         for l in self.ports.values_mut() {
-            if stack.accept_queue_len(l.handle).unwrap_or(0) == 0 {
-                continue;
+            let idle = !std::mem::replace(&mut l.recent_activity, false);
+            if idle && stack.accept_queue_len(l.handle).unwrap_or(0) > 0 && wake_next(l) {
+                l.recent_activity = true;
+                woken += 1;
             }
-            woken += usize::from(wake_next(l));
         }
         woken
     }
@@ -320,7 +327,8 @@ impl ListenerRegistry {
     /// Re-publishes `port`'s accept-queue state (this instance's bit) to every subscriber;
     /// subscribers whose bit changed get their change counters bumped.
     pub fn publish(&mut self, stack: &Stack, port: u16) {
-        let Some(l) = self.ports.get(&port) else { return };
+        let Some(l) = self.ports.get_mut(&port) else { return };
+        l.recent_activity = true;
         let ready = stack.accept_queue_len(l.handle).unwrap_or(0) > 0;
         for s in &l.subscribers {
             if s.link.set_accept_ready(s.slot, ready) || ready {

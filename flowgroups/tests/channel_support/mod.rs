@@ -112,6 +112,22 @@ impl Harness {
         App { client: Arc::new(client), segment, app_id }
     }
 
+    /// Attaches a segment made elsewhere (by a test's control plane) to every instance.
+    pub fn attach_existing(&self, app_id: u32, family: u32, segment: &AppSegment, wake: &EventFd) {
+        let layout = segment.layout();
+        let mut w = self.lock();
+        for lane in &mut w.lanes {
+            let fd = segment.segment().fd().try_clone_to_owned().unwrap();
+            let seg = AppSegment::open(fd, layout, Some(app_id)).unwrap();
+            lane.hub.attach(app_id, family, seg, wake.try_clone().unwrap()).unwrap();
+        }
+    }
+
+    /// A copy of the instances' doorbell eventfd.
+    pub fn doorbell(&self) -> EventFd {
+        self.lock().lanes[0].doorbell.try_clone().unwrap()
+    }
+
     /// Detaches an app from every instance (what the plane does when it dies).
     pub fn detach(&self, app_id: u32) {
         let mut w = self.lock();

@@ -103,6 +103,9 @@ fn forked_child_shares_the_listener_and_outlives_the_parent() {
 #[test]
 fn one_connection_wakes_one_sleeping_app_not_all() {
     let h = Harness::new(1);
+    // Periodic re-waking of stale accept queues would add wake-ups when the machine is
+    // slow; this test is about the wake-up an arrival causes.
+    h.with(|w| w.rewake_every = None);
     let apps: Vec<_> = (1..=3).map(|id| h.add_app(id, 5, 0)).collect();
     let listeners: Vec<_> = apps.iter().map(|a| a.client.listen(92, 16).unwrap()).collect();
     let waiters: Vec<_> = apps
@@ -115,8 +118,8 @@ fn one_connection_wakes_one_sleeping_app_not_all() {
         .collect();
     // Let all three fall asleep on their eventfds.
     std::thread::sleep(Duration::from_millis(200));
-    let wakes = |apps: &[channel_support::App]| -> u64 {
-        apps.iter().map(|a| a.segment.wake_count().unwrap().load(Ordering::Relaxed)).sum()
+    let wakes = |apps: &[channel_support::App]| -> Vec<u64> {
+        apps.iter().map(|a| a.segment.wake_count().unwrap().load(Ordering::Relaxed)).collect()
     };
     let before = wakes(&apps);
     h.peer_connect(0, 92);
@@ -127,7 +130,10 @@ fn one_connection_wakes_one_sleeping_app_not_all() {
     }
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(waiters.iter().filter(|w| w.is_finished()).count(), 1);
-    assert_eq!(wakes(&apps) - before, 1, "exactly one eventfd write for one connection");
+    // The accepting app may be woken again for its Accept completion; the others must
+    // not have been woken at all.
+    let woken = wakes(&apps).iter().zip(&before).filter(|(after, b)| after > b).count();
+    assert_eq!(woken, 1, "one connection wakes one app");
     // Two more connections: the other two apps get them.
     h.peer_connect(0, 92);
     h.peer_connect(0, 92);

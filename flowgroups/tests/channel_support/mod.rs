@@ -48,6 +48,8 @@ pub struct World {
     pub now: tcp_core::Instant,
     /// Loop iterations (to tell the instance ran since some point).
     pub iterations: u64,
+    /// How often stale accept queues get another wake-up (`None`: never).
+    pub rewake_every: Option<Duration>,
 }
 
 pub struct Harness {
@@ -81,7 +83,12 @@ impl Harness {
             })
             .collect();
         let world =
-            Arc::new(Mutex::new(World { lanes, now: tcp_core::Instant::ZERO, iterations: 0 }));
+            Arc::new(Mutex::new(World {
+            lanes,
+            now: tcp_core::Instant::ZERO,
+            iterations: 0,
+            rewake_every: Some(Duration::from_millis(5)),
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let world = world.clone();
@@ -253,7 +260,7 @@ fn instance_loop(world: &Mutex<World>, stop: &AtomicBool) {
             w.iterations += 1;
             let now = tcp_core::Instant::from_nanos(start.elapsed().as_nanos() as u64);
             w.now = now;
-            let rewake = last_rewake.elapsed() > Duration::from_millis(5);
+            let rewake = w.rewake_every.is_some_and(|every| last_rewake.elapsed() > every);
             for lane in &mut w.lanes {
                 let Lane { server, peer, hub, peer_events, .. } = lane;
                 for _ in 0..4 {

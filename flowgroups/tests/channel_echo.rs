@@ -16,7 +16,11 @@ use flowgroups::channel::proto::{ShutdownHow, SockOption};
 const LONG: Duration = Duration::from_secs(10);
 
 /// Waits (without the harness lock) until `f` holds, sleeping on the client between checks.
-fn eventually(client: &flowgroups::channel::client::Client, what: &str, mut f: impl FnMut() -> bool) {
+fn eventually(
+    client: &flowgroups::channel::client::Client,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+) {
     let end = Instant::now() + LONG;
     loop {
         let ticket = client.ticket();

@@ -28,7 +28,8 @@ fn random_request(rng: &mut Rng) -> RequestSlot {
     match Opcode::from_u16(slot.opcode) {
         Some(Opcode::Listen) => {
             // Includes the good app's port: another family must get EADDRINUSE.
-            slot.args[0] = [97, 2000 + rng.below(50) as u32, rng.next() as u32][rng.below(3) as usize];
+            slot.args[0] =
+                [97, 2000 + rng.below(50) as u32, rng.next() as u32][rng.below(3) as usize];
             slot.args[1] = rng.below(300) as u32;
         }
         Some(Opcode::Accept) => slot.args[0] = rng.below(70) as u32,
@@ -100,7 +101,10 @@ fn scribble(seg: &AppSegment, rng: &mut Rng, steps: u32) {
                 };
                 let at = base + rng.below(64) as usize * 8;
                 if let Ok(w) = raw.get::<AtomicU64>(at) {
-                    w.store(if rng.below(2) == 0 { rng.next() } else { rng.below(1 << 16) }, Ordering::Relaxed);
+                    w.store(
+                        if rng.below(2) == 0 { rng.next() } else { rng.below(1 << 16) },
+                        Ordering::Relaxed,
+                    );
                 }
             }
             // The completion ring, header and slots.
@@ -139,7 +143,7 @@ fn a_scribbling_app_breaks_only_itself() {
         std::thread::spawn(move || {
             let mut rounds = 0u32;
             let mut seen = (0u64, 0u64, 0u64, 0u32); // requests, invalid, completions, broken
-            let mut rng = Rng::new(0x5eed_0f_ba_d);
+            let mut rng = Rng::new(0x0005_eed0_fbad);
             while !stop.load(Ordering::Relaxed) {
                 let id = 1000 + rounds;
                 let app = h.add_app(id, 2, 0);
@@ -194,7 +198,9 @@ fn a_scribbling_app_breaks_only_itself() {
     // The instance is alive (a panic would have poisoned the world lock), serves the good
     // app, and kept nothing of the hostile apps.
     let before = h.with(|w| w.iterations);
-    h.wait_for("instance loop running", Duration::from_secs(5), |w| (w.iterations > before + 10).then_some(()));
+    h.wait_for("instance loop running", Duration::from_secs(5), |w| {
+        (w.iterations > before + 10).then_some(())
+    });
     h.with(|w| {
         let lane = &w.lanes[0];
         assert_eq!(lane.hub.app_ids().collect::<Vec<_>>(), vec![1]);

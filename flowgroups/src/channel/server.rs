@@ -412,9 +412,9 @@ impl AppServer {
         connected: bool,
     ) -> Result<(), Errno> {
         let seg = self.link.segment();
-        let attached = seg.reset_socket(slot, self.link.instance()).and_then(|_| {
-            Ok((seg.rx_writer(slot)?, seg.tx_reader(slot)?))
-        });
+        let attached = seg
+            .reset_socket(slot, self.link.instance())
+            .and_then(|_| Ok((seg.rx_writer(slot)?, seg.tx_reader(slot)?)));
         let (rx, tx) = match attached {
             Ok(pair) => pair,
             Err(_) => {
@@ -599,8 +599,7 @@ impl AppServer {
                 }
             }
         }
-        if conn.shut_wr_pending && !conn.shut_wr_done && conn.tx.readable().is_ok_and(|n| n == 0)
-        {
+        if conn.shut_wr_pending && !conn.shut_wr_done && conn.tx.readable().is_ok_and(|n| n == 0) {
             conn.shut_wr_done = true;
             let _ = stack.shutdown_write(conn.handle);
         }
@@ -700,7 +699,12 @@ impl AppServer {
         self.dirty = true;
     }
 
-    fn feed_lingering(&mut self, stack: &mut Stack, registry: &mut ListenerRegistry, h: SocketHandle) {
+    fn feed_lingering(
+        &mut self,
+        stack: &mut Stack,
+        registry: &mut ListenerRegistry,
+        h: SocketHandle,
+    ) {
         let Some(rest) = self.lingering.get_mut(&h) else { return };
         loop {
             let (front, _) = rest.as_slices();

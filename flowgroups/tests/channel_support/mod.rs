@@ -82,8 +82,7 @@ impl Harness {
                 }
             })
             .collect();
-        let world =
-            Arc::new(Mutex::new(World {
+        let world = Arc::new(Mutex::new(World {
             lanes,
             now: tcp_core::Instant::ZERO,
             iterations: 0,
@@ -154,7 +153,12 @@ impl Harness {
     }
 
     /// Polls `f` until it returns `Some`, or panics after `timeout`.
-    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&mut World) -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&mut World) -> Option<T>,
+    ) -> T {
         let end = std::time::Instant::now() + timeout;
         loop {
             if let Some(v) = f(&mut self.lock()) {
@@ -212,14 +216,18 @@ impl Harness {
     pub fn peer_recv_to_eof(&self, lane: usize, h: SocketHandle) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
-        self.wait_for("peer end of stream", Duration::from_secs(20), |w| loop {
-            match w.lanes[lane].peer.recv(h, &mut buf) {
-                Ok(0) => return Some(()),
-                Ok(k) => out.extend_from_slice(&buf[..k]),
-                Err(tcp_core::stack::SocketError::Recv(tcp_core::tcp::RecvError::WouldBlock)) => {
-                    return None;
+        self.wait_for("peer end of stream", Duration::from_secs(20), |w| {
+            loop {
+                match w.lanes[lane].peer.recv(h, &mut buf) {
+                    Ok(0) => return Some(()),
+                    Ok(k) => out.extend_from_slice(&buf[..k]),
+                    Err(tcp_core::stack::SocketError::Recv(
+                        tcp_core::tcp::RecvError::WouldBlock,
+                    )) => {
+                        return None;
+                    }
+                    Err(e) => panic!("peer recv failed: {e}"),
                 }
-                Err(e) => panic!("peer recv failed: {e}"),
             }
         });
         out

@@ -7,4 +7,5 @@ pub mod channel;
 pub mod control;
 pub mod shm;
 
+pub use control::{ControlLayout, ControlMessage, ControlSegment};
 pub use shm::{Segment, ShmError};

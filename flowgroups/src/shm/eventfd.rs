@@ -172,6 +172,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no F_GETFL on eventfds")]
     fn from_fd_makes_the_descriptor_non_blocking() {
         // SAFETY: plain eventfd creation, blocking on purpose; checked below.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };

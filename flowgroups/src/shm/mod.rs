@@ -13,6 +13,11 @@
 //!   checked ([`ShmError::Corrupt`]), so a scribbling peer breaks only its own rings;
 //! - the memfd is sealed against shrinking, so a peer cannot make our mapping fault
 //!   (SIGBUS) by truncating the file under us.
+//!
+//! The unsafe code and the rings' memory ordering are checked by Miri on the unit tests
+//! (`MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p flowgroups --lib`;
+//! isolation is off for proptest's RNG). Miri has no memfd, so under Miri a segment is
+//! private anonymous memory and the tests that need a real fd are skipped.
 
 pub mod byte_ring;
 pub mod eventfd;
@@ -177,8 +182,10 @@ pub const fn align_up(x: usize, align: usize) -> usize {
     (x + (align - 1)) & !(align - 1)
 }
 
-/// Like [`align_up`], but `None` instead of overflowing.
-pub(crate) const fn checked_align_up(x: usize, align: usize) -> Option<usize> {
+/// Like [`align_up`] (`align` a power of two), but `None` instead of overflowing: for
+/// sizes computed from values a peer could have chosen.
+pub const fn checked_align_up(x: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
     match x.checked_add(align - 1) {
         Some(v) => Some(v & !(align - 1)),
         None => None,

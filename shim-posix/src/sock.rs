@@ -361,7 +361,9 @@ impl SockDesc {
                     }
                 }
                 let n = stash.len().min(buf.len());
-                buf.get_mut(..n).zip(stash.get(..n)).map(|(d, s)| d.copy_from_slice(s));
+                if let (Some(d), Some(s)) = (buf.get_mut(..n), stash.get(..n)) {
+                    d.copy_from_slice(s);
+                }
                 Ok(Some(n))
             });
         }
@@ -373,7 +375,9 @@ impl SockDesc {
                 let mut stash = lock(&self.stash);
                 if !stash.is_empty() {
                     let n = stash.len().min(rest.len());
-                    rest.get_mut(..n).zip(stash.get(..n)).map(|(d, s)| d.copy_from_slice(s));
+                    if let (Some(d), Some(s)) = (rest.get_mut(..n), stash.get(..n)) {
+                        d.copy_from_slice(s);
+                    }
                     stash.drain(..n);
                     return Ok(Some(n));
                 }
@@ -387,11 +391,8 @@ impl SockDesc {
             match step {
                 Ok(0) => return Ok(got),
                 Ok(n) => got += n,
-                Err(e) if got > 0 && e != libc::EINTR => return Ok(got),
-                Err(e) if got > 0 => {
-                    let _ = e;
-                    return Ok(got);
-                }
+                // Bytes already taken are the caller's: report them, not the error.
+                Err(_) if got > 0 => return Ok(got),
                 Err(e) => return Err(e),
             }
             if !wait_all || got >= buf.len() {

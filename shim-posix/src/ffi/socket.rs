@@ -36,10 +36,9 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         Route::Kernel => unsafe { real::socket(domain, ty, protocol) },
         Route::Fail(e) => int_result(Err(e)),
         Route::Netpop(link) => {
-            int_result(new_placeholder(ty & libc::SOCK_CLOEXEC != 0).map(|fd| {
+            int_result(new_placeholder(ty & libc::SOCK_CLOEXEC != 0).inspect(|&fd| {
                 let buffer = link.client.layout().socket_buffer;
                 track(fd, Arc::new(SockDesc::new(ty & libc::SOCK_NONBLOCK != 0, buffer)));
-                fd
             }))
         }
     })
@@ -56,9 +55,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         // SAFETY: forwarded unchanged.
         return unsafe { real::bind(fd, addr, len) };
     };
-    // SAFETY: the caller's address is valid for `len` bytes.
     guarded(|| {
-        int_result(unsafe { read_sockaddr_in(addr, len) }.and_then(|a| s.bind(a)).map(|()| 0))
+        // SAFETY: the caller's address is valid for `len` bytes.
+        let a = unsafe { read_sockaddr_in(addr, len) };
+        int_result(a.and_then(|a| s.bind(a)).map(|()| 0))
     })
 }
 
@@ -141,9 +141,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // SAFETY: forwarded unchanged.
         return unsafe { real::connect(fd, addr, len) };
     };
-    // SAFETY: the caller's address is valid for `len` bytes.
     guarded(|| {
-        int_result(unsafe { read_sockaddr_in(addr, len) }.and_then(|a| s.connect(a)).map(|()| 0))
+        // SAFETY: the caller's address is valid for `len` bytes.
+        let a = unsafe { read_sockaddr_in(addr, len) };
+        int_result(a.and_then(|a| s.connect(a)).map(|()| 0))
     })
 }
 

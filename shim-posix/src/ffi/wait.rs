@@ -252,7 +252,7 @@ pub unsafe extern "C" fn __ppoll_chk(
 // ---------------------------------------------------------------------------------------
 // select
 
-const WORD_BITS: usize = 8 * size_of::<libc::c_ulong>();
+const WORD_BITS: usize = libc::c_ulong::BITS as usize;
 
 /// # Safety
 ///
@@ -699,8 +699,9 @@ mod tests {
 
     #[test]
     fn fd_set_bit_helpers_match_libc_macros() {
-        // SAFETY: zeroed fd_set is valid; FD_SET/FD_ISSET on fds < FD_SETSIZE.
+        // SAFETY: an all-zero fd_set is the empty set.
         let mut set: fd_set = unsafe { std::mem::zeroed() };
+        // SAFETY: every fd used is below FD_SETSIZE, so within the set.
         unsafe {
             libc::FD_SET(3, &mut set);
             libc::FD_SET(70, &mut set);

@@ -77,6 +77,10 @@ pub(crate) struct SockDesc {
     stash: Mutex<Vec<u8>>,
     /// SO_ERROR of a failed connect, reported once.
     pending_error: AtomicI32,
+    /// A non-blocking connect said EINPROGRESS and no later `connect` has reported the
+    /// outcome yet (Linux's `SS_CONNECTING`: the next `connect` returns 0 once, not
+    /// EISCONN).
+    connect_unreported: AtomicBool,
 }
 
 impl Drop for SockDesc {
@@ -103,6 +107,7 @@ impl SockDesc {
             opts: Mutex::new(SockOpts::new(buffer)),
             stash: Mutex::new(Vec::new()),
             pending_error: AtomicI32::new(0),
+            connect_unreported: AtomicBool::new(false),
         }
     }
 
@@ -214,6 +219,10 @@ impl SockDesc {
         {
             let mut st = lock(&self.state);
             match &mut *st {
+                // The outcome of a non-blocking connect is reported once, by this call.
+                State::Failed { .. } if self.connect_unreported.swap(false, Ordering::Relaxed) => {
+                    return Err(self.take_pending_error().unwrap_or(libc::ECONNABORTED));
+                }
                 State::Fresh { .. } | State::Failed { .. } => {
                     if let State::Failed { conn: Some(old) } = &*st {
                         if old.link.is_current() {
@@ -228,6 +237,7 @@ impl SockDesc {
                     self.pending_error.store(0, Ordering::Relaxed);
                     *st = State::Connecting { conn: Conn { link, id } };
                     if self.is_nonblocking() {
+                        self.connect_unreported.store(true, Ordering::Relaxed);
                         return Err(libc::EINPROGRESS);
                     }
                 }
@@ -238,9 +248,17 @@ impl SockDesc {
                             return Err(libc::EALREADY);
                         }
                         State::Connecting { .. } => {}
-                        State::Connected { .. } => return Ok(()),
+                        State::Connected { .. } => {
+                            self.connect_unreported.store(false, Ordering::Relaxed);
+                            return Ok(());
+                        }
                         _ => return Err(self.take_pending_error().unwrap_or(libc::ECONNABORTED)),
                     }
+                }
+                State::Connected { .. }
+                    if self.connect_unreported.swap(false, Ordering::Relaxed) =>
+                {
+                    return Ok(());
                 }
                 State::Connected { .. } | State::Listening { .. } => return Err(libc::EISCONN),
             }

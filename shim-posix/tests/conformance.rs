@@ -23,10 +23,24 @@ fn target_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
+/// The shim library. `cargo test` builds the crate's rlib but not always its cdylib, so the
+/// library is built here (once per test process; a no-op when it is up to date) with the
+/// same cargo, so that a stale copy is never tested.
 fn shim() -> PathBuf {
-    let so = target_dir().join("libnetpop_shim.so");
-    assert!(so.exists(), "{} is missing: build the shim-posix crate first", so.display());
-    so
+    static SHIM: OnceLock<PathBuf> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let so = target_dir().join("libnetpop_shim.so");
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "shim-posix", "--lib"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+        assert!(status.success(), "building libnetpop_shim.so failed");
+        assert!(so.exists(), "{} is missing after the build", so.display());
+        so
+    })
+    .clone()
 }
 
 /// Compiled once per test process (the tests run in parallel threads).

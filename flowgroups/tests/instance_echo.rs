@@ -70,10 +70,12 @@ fn one_instance_echoes_1000_connections_and_counts_them() {
     assert!(s.heartbeat_ns.load(Ordering::Relaxed) > 0);
     let syns: u64 = net.control.flow_groups().iter().map(|g| g.syns.load(Ordering::Relaxed)).sum();
     assert_eq!(syns, 1000, "one SYN per connection, counted in its flow group");
-    let packets: u64 = net.control.flow_groups().iter().map(|g| g.packets.load(Ordering::Relaxed)).sum();
+    let packets: u64 =
+        net.control.flow_groups().iter().map(|g| g.packets.load(Ordering::Relaxed)).sum();
     assert!(packets >= 5000);
     // 1000 connections from one peer spread over many groups.
-    let busy_groups = net.control.flow_groups().iter().filter(|g| g.syns.load(Ordering::Relaxed) > 0).count();
+    let busy_groups =
+        net.control.flow_groups().iter().filter(|g| g.syns.load(Ordering::Relaxed) > 0).count();
     assert!(busy_groups > 64, "only {busy_groups} groups saw SYNs");
     let results = net.shutdown();
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");

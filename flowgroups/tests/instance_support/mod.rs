@@ -18,10 +18,13 @@ use std::time::Duration;
 
 use flowgroups::channel::client::Client;
 use flowgroups::channel::{AppLayout, AppSegment};
-use flowgroups::control::{ControlConfig, ControlLayout, ControlMessage, ControlSegment, ControlSlot};
+use flowgroups::control::{
+    ControlConfig, ControlLayout, ControlMessage, ControlSegment, ControlSlot,
+};
 use flowgroups::flowgroup::{FlowGroupConfig, FlowGroupHasher};
 use flowgroups::instance::plane_link::send_app_fds;
 use flowgroups::instance::{InstanceError, InstanceSetup, KernelInstance};
+use flowgroups::shm::sys::thread_cpu_time;
 use flowgroups::shm::{EventFd, RingProducer};
 use ixgbe_user::{QueueError, QueuePair, QueueStats};
 use tcp_core::stack::{Stack, StackConfig};
@@ -65,10 +68,15 @@ pub struct TestQueue {
     /// Offer the rx eventfd as wait descriptor (false: a poll-only backend like the 82599).
     with_wait_fd: bool,
     stats: QueueStats,
+    scratch: Vec<u8>,
 }
 
 impl QueuePair for TestQueue {
-    fn rx_burst(&mut self, max: usize, on_frame: &mut dyn FnMut(&[u8])) -> Result<usize, QueueError> {
+    fn rx_burst(
+        &mut self,
+        max: usize,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, QueueError> {
         // Drain the bell before looking, so a frame pushed after the look rings it again.
         self.rx.bell.drain()?;
         let mut n = 0;
@@ -83,13 +91,11 @@ impl QueuePair for TestQueue {
     }
 
     fn tx_one(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<bool, QueueError> {
-        let mut buf = vec![0u8; self.max_frame_len()];
-        let n = build(&mut buf);
-        if n > 0 {
-            buf.truncate(n);
+        let n = build(&mut self.scratch);
+        if let Some(frame) = self.scratch.get(..n).filter(|f| !f.is_empty()) {
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += n as u64;
-            self.tx.push(buf);
+            self.tx.push(frame.to_vec());
         }
         Ok(true)
     }
@@ -131,6 +137,8 @@ pub struct InstanceHandle {
     pub rx: Arc<FrameQueue>,
     pub tx: Arc<FrameQueue>,
     pub control_tx: RingProducer<ControlSlot>,
+    /// CPU time and wall time of `run()`, set when it returns.
+    pub run_cost: Arc<Mutex<Option<(Duration, Duration)>>>,
 }
 
 pub struct Options {
@@ -139,6 +147,8 @@ pub struct Options {
     pub wait_fd: bool,
     pub peer_doorbells: bool,
     pub capture_dir: std::path::PathBuf,
+    /// Instances not started (their rings fill up, for inspection).
+    pub skip: Vec<u16>,
 }
 
 impl Default for Options {
@@ -149,6 +159,7 @@ impl Default for Options {
             wait_fd: true,
             peer_doorbells: true,
             capture_dir: std::env::temp_dir(),
+            skip: Vec::new(),
         }
     }
 }
@@ -164,13 +175,21 @@ pub struct Net {
 }
 
 pub fn config() -> ControlConfig {
-    ControlConfig { ip: SERVER_IP.octets(), mac: SERVER_MAC.0, mtu: 1500, prefix_len: 24, ..ControlConfig::default() }
+    ControlConfig {
+        ip: SERVER_IP.octets(),
+        mac: SERVER_MAC.0,
+        mtu: 1500,
+        prefix_len: 24,
+        ..ControlConfig::default()
+    }
 }
 
 impl Net {
     pub fn start(name: &str, opts: Options) -> Net {
         let n = opts.instances;
-        let control = ControlSegment::create(name, ControlLayout::new(n, GROUPS, 16).unwrap(), &config()).unwrap();
+        let control =
+            ControlSegment::create(name, ControlLayout::new(n, GROUPS, 16).unwrap(), &config())
+                .unwrap();
         let peer_bell = EventFd::new().unwrap();
         let doorbells: Vec<EventFd> = (0..n).map(|_| EventFd::new().unwrap()).collect();
         let mut instances = Vec::new();
@@ -178,7 +197,13 @@ impl Net {
             let rx = FrameQueue::new(EventFd::new().unwrap());
             let tx = FrameQueue::new(peer_bell.try_clone().unwrap());
             let (plane, inst_end) = UnixStream::pair().unwrap();
-            let queue = TestQueue { rx: rx.clone(), tx: tx.clone(), with_wait_fd: opts.wait_fd, stats: QueueStats::default() };
+            let queue = TestQueue {
+                rx: rx.clone(),
+                tx: tx.clone(),
+                with_wait_fd: opts.wait_fd,
+                stats: QueueStats::default(),
+                scratch: vec![0; 1514],
+            };
             let seg = ControlSegment::open(control.fd().try_clone_to_owned().unwrap()).unwrap();
             let setup = InstanceSetup {
                 index: i,
@@ -191,29 +216,49 @@ impl Net {
                 capture_dir: opts.capture_dir.clone(),
             };
             let peers: Vec<(u16, EventFd)> = if opts.peer_doorbells {
-                (0..n).filter(|&p| p != i).map(|p| (p, doorbells[p as usize].try_clone().unwrap())).collect()
+                (0..n)
+                    .filter(|&p| p != i)
+                    .map(|p| (p, doorbells[p as usize].try_clone().unwrap()))
+                    .collect()
             } else {
                 Vec::new()
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("instance-{i}"))
-                .spawn(move || {
-                    let mut inst = KernelInstance::new(setup)?;
-                    inst.set_peer_doorbells(peers);
-                    inst.run()
-                })
-                .unwrap();
+            let run_cost = Arc::new(Mutex::new(None));
+            let cost = run_cost.clone();
+            let thread = (!opts.skip.contains(&i)).then(|| {
+                std::thread::Builder::new()
+                    .name(format!("instance-{i}"))
+                    .spawn(move || {
+                        let mut inst = KernelInstance::new(setup)?;
+                        inst.set_peer_doorbells(peers);
+                        let cpu0 = thread_cpu_time().unwrap();
+                        let wall0 = std::time::Instant::now();
+                        let result = inst.run();
+                        let cpu = thread_cpu_time().unwrap() - cpu0;
+                        *cost.lock().unwrap() = Some((cpu, wall0.elapsed()));
+                        result
+                    })
+                    .unwrap()
+            });
             let control_tx = control.plane_to_instance(i).unwrap().producer().unwrap();
             instances.push(InstanceHandle {
-                thread: Some(thread),
+                thread,
                 plane,
                 doorbell: doorbells[i as usize].try_clone().unwrap(),
                 rx,
                 tx,
                 control_tx,
+                run_cost,
             });
         }
-        Net { control, instances, nic: opts.nic, hasher: FlowGroupHasher::new(&FlowGroupConfig::default()), peer_bell, next_app: 1 }
+        Net {
+            control,
+            instances,
+            nic: opts.nic,
+            hasher: FlowGroupHasher::new(&FlowGroupConfig::default()),
+            peer_bell,
+            next_app: 1,
+        }
     }
 
     /// Sends a control message to instance `i` and rings its doorbell (what the plane does).
@@ -228,11 +273,24 @@ impl Net {
     pub fn add_app(&mut self, home: u16) -> Arc<Client> {
         let app_id = self.next_app;
         self.next_app += 1;
-        let layout = AppLayout { instances: self.instances.len() as u16, sockets: 256, ring_slots: 256, socket_buffer: 16 * 1024 };
+        let layout = AppLayout {
+            instances: self.instances.len() as u16,
+            sockets: 256,
+            ring_slots: 256,
+            socket_buffer: 16 * 1024,
+        };
         let segment = AppSegment::create(layout, app_id, std::process::id()).unwrap();
         let wake = EventFd::new().unwrap();
         for i in 0..self.instances.len() {
-            send_app_fds(&self.instances[i].plane, app_id, app_id, layout, segment.segment().fd(), wake.as_fd()).unwrap();
+            send_app_fds(
+                &self.instances[i].plane,
+                app_id,
+                app_id,
+                layout,
+                segment.segment().fd(),
+                wake.as_fd(),
+            )
+            .unwrap();
             self.send_control(i as u16, ControlMessage::AppAttached { app_id });
         }
         let doorbells = self.instances.iter().map(|h| h.doorbell.try_clone().unwrap()).collect();
@@ -247,7 +305,8 @@ impl Net {
         match tcp_tuple(frame) {
             Some((src, dst)) => {
                 let g = self.hasher.group_of(*src.ip(), *dst.ip(), src.port(), dst.port());
-                self.control.flow_group(g).unwrap().owner.load(std::sync::atomic::Ordering::Relaxed) as usize
+                self.control.flow_group(g).unwrap().owner.load(std::sync::atomic::Ordering::Relaxed)
+                    as usize
             }
             None => 0,
         }
@@ -262,9 +321,15 @@ impl Net {
     /// Stops every instance with Shutdown and returns their results.
     pub fn shutdown(&mut self) -> Vec<Result<(), InstanceError>> {
         for i in 0..self.instances.len() {
-            self.send_control(i as u16, ControlMessage::Shutdown);
+            if self.instances[i].thread.is_some() {
+                self.send_control(i as u16, ControlMessage::Shutdown);
+            }
         }
-        self.instances.iter_mut().map(|h| h.thread.take().unwrap().join().unwrap()).collect()
+        self.instances
+            .iter_mut()
+            .filter_map(|h| h.thread.take())
+            .map(|t| t.join().unwrap())
+            .collect()
     }
 
     pub fn shared(&self, i: u16) -> &flowgroups::control::InstanceShared {
@@ -275,12 +340,9 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         if self.instances.iter().any(|h| h.thread.is_some()) {
-            for (i, h) in self.instances.iter_mut().enumerate() {
-                if h.thread.is_some() {
-                    let _ = h.control_tx.push(&ControlMessage::Shutdown.encode());
-                    let _ = h.doorbell.notify();
-                    let _ = i;
-                }
+            for h in self.instances.iter_mut().filter(|h| h.thread.is_some()) {
+                let _ = h.control_tx.push(&ControlMessage::Shutdown.encode());
+                let _ = h.doorbell.notify();
             }
             for h in &mut self.instances {
                 if let Some(t) = h.thread.take() {
@@ -301,7 +363,9 @@ pub fn tcp_tuple(frame: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
         let b = frame.get(at..at + 4)?;
         Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
     };
-    let port = |at: usize| -> Option<u16> { Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?])) };
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]))
+    };
     let t = 14 + ihl;
     Some((SocketAddrV4::new(ip(26)?, port(t)?), SocketAddrV4::new(ip(30)?, port(t + 2)?)))
 }
@@ -318,7 +382,10 @@ pub struct Peer {
 
 impl Peer {
     pub fn new() -> Peer {
-        Peer { stack: Stack::new(StackConfig::new(PEER_MAC, PEER_IP, 24, [3; 16])), origin: std::time::Instant::now() }
+        Peer {
+            stack: Stack::new(StackConfig::new(PEER_MAC, PEER_IP, 24, [3; 16])),
+            origin: std::time::Instant::now(),
+        }
     }
 
     pub fn now(&self) -> tcp_core::Instant {
@@ -468,4 +535,59 @@ pub fn run_echo_clients(
         peer.pump_or_wait(net);
     }
     done
+}
+
+impl Peer {
+    /// The SYN the peer sends for a connection from its `local_port` to the server's
+    /// `port` (the peer knows the server's MAC, so no ARP comes first).
+    pub fn syn_frame(&mut self, local_port: u16, port: u16) -> Vec<u8> {
+        let now = self.now();
+        self.stack.add_neighbor(now, SERVER_IP, SERVER_MAC);
+        self.stack.connect(now, SocketAddrV4::new(SERVER_IP, port), Some(local_port)).unwrap();
+        let mut buf = vec![0u8; 1514];
+        let n = self.stack.poll_transmit(now, &mut buf).expect("a SYN");
+        buf.truncate(n);
+        buf
+    }
+}
+
+/// Polls `f` every millisecond until it returns `Some`, panicking after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A local port of the peer whose connection to the server's `port` falls into a flow
+/// group owned (by the default round-robin table) by `instance` of `instances`.
+pub fn peer_port_for(instance: u16, instances: u16, port: u16, from: u16) -> (u16, u32) {
+    let cfg = FlowGroupConfig::default();
+    (from..u16::MAX)
+        .map(|p| (p, flowgroups::flowgroup::flow_group_of(&cfg, PEER_IP, SERVER_IP, p, port)))
+        .find(|&(_, g)| g % u32::from(instances) == u32::from(instance))
+        .unwrap()
+}
+
+/// An ARP request from the peer for the server's address (RFC 826 layout).
+pub fn peer_arp_request() -> Vec<u8> {
+    let mut f = vec![0xffu8; 6];
+    f.extend_from_slice(&PEER_MAC.0);
+    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+    f.extend_from_slice(&PEER_MAC.0);
+    f.extend_from_slice(&PEER_IP.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&SERVER_IP.octets());
+    f
+}
+
+/// Tells instance `i` the peer's MAC (an ARP request it answers) and swallows the answer.
+pub fn introduce_peer(net: &Net, i: usize) {
+    net.instances[i].rx.push(peer_arp_request());
+    let reply = wait_for("the ARP reply", Duration::from_secs(10), || net.instances[i].tx.pop());
+    assert!(is_arp(&reply));
 }

@@ -16,6 +16,7 @@ pub mod balancer;
 pub mod channel;
 pub mod control;
 pub mod flowgroup;
+pub mod instance;
 pub mod ports;
 pub mod shm;
 pub mod steering;

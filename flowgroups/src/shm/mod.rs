@@ -23,6 +23,7 @@ pub mod byte_ring;
 pub mod eventfd;
 pub mod fdpass;
 pub mod ring;
+pub mod sys;
 
 use std::ffi::CString;
 use std::fmt;

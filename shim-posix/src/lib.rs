@@ -3,8 +3,8 @@
 //!
 //! Run a program with `LD_PRELOAD=/path/libnetpop_shim.so program` (or `netpop run`). The
 //! library defines the libc socket and descriptor functions; each one looks the descriptor
-//! up in the shim's [`fdtable`] and either passes the call to libc (found with
-//! `dlsym(RTLD_NEXT)`, [`real`]) or serves it from netpop through the app channel client
+//! up in the shim's `fdtable` and either passes the call to libc (found with
+//! `dlsym(RTLD_NEXT)`, `real`) or serves it from netpop through the app channel client
 //! (`flowgroups::channel::client::Client`).
 //!
 //! # What goes to netpop
@@ -13,7 +13,7 @@
 //! socket, and every other descriptor, are the kernel's and untouched. A netpop socket
 //! occupies a real descriptor, an eventfd used as a placeholder, so descriptor numbers never
 //! collide and `close`, `dup2`, `fcntl(F_SETFD)` and `exec` behave. If netpop cannot be
-//! reached the shim prints one line on stderr and uses the kernel stack (see [`config`] for
+//! reached the shim prints one line on stderr and uses the kernel stack (see `config` for
 //! the environment variables, including `NETPOP_REQUIRED=1` to fail instead).
 //!
 //! # Intercepted
@@ -42,7 +42,7 @@
 //! - `vfork` behaves as `fork`: the shim's state cannot be shared with a child that borrows
 //!   the parent's memory. Programs that follow POSIX (only `exec` or `_exit` after `vfork`)
 //!   see no difference.
-//! - `exec`: the new program keeps the preload and the `NETPOP_*` settings ([`envfix`]).
+//! - `exec`: the new program keeps the preload and the `NETPOP_*` settings (`envfix`).
 //!   netpop sockets do not survive `exec`: the shim sets `FD_CLOEXEC` on their placeholders
 //!   just before the call (and restores the flags if `exec` fails), so the new program
 //!   never sees a descriptor it cannot interpret.

@@ -2,7 +2,7 @@
 //! atomic load for descriptors that are not) and otherwise calls libc's function with the
 //! same arguments, so the program sees libc's behaviour, errno included.
 //!
-//! Entry points that do netpop work run inside [`guarded`]: a panic never unwinds into C; it
+//! Entry points that do netpop work run inside `guarded`: a panic never unwinds into C; it
 //! becomes `-1`/`EIO`.
 
 #![cfg_attr(test, allow(dead_code))]

@@ -3,9 +3,9 @@
 //! [`super::varargs`]).
 //!
 //! - `fork` is libc's; the shim's work happens in its atfork handlers (see
-//!   [`crate::netpop`]), which also run for forks libc makes internally (`daemon`).
+//!   `crate::netpop`), which also run for forks libc makes internally (`daemon`).
 //! - `vfork` is `fork` (see the crate documentation for why).
-//! - exec: the environment keeps the preload ([`crate::envfix`]); netpop sockets are
+//! - exec: the environment keeps the preload (`crate::envfix`); netpop sockets are
 //!   marked close-on-exec just before the call and unmarked if it fails, so the new program
 //!   starts without them. `posix_spawn*` get the same treatment for the child they start.
 

@@ -55,6 +55,10 @@
 //! its netpop members. A process that forks while another of its threads is inside a netpop
 //! call on the same socket may find that socket's lock held in the child.
 
+// The library's real interface is the C symbols it exports; its docs are for the people who
+// work on it, so they may link to private modules.
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod config;
 mod envfix;
 mod errno;

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
 
 use crate::channel::proto::{Errno, RegistrationMessage};
-use crate::channel::{AppLayout, AppSegment};
+use crate::channel::{AppLayout, AppSegment, SocketField};
 use crate::control::ControlMessage;
 use crate::instance::plane_link::send_app_fds;
 use crate::shm::{EventFd, send_fds};
@@ -33,8 +34,8 @@ pub struct AppEntry {
     /// Its home instance.
     pub home: u16,
     conn: UnixStream,
-    // Kept so that the segment and eventfd live as long as the app, whoever else holds them.
-    _segment: AppSegment,
+    segment: AppSegment,
+    // Kept so that the eventfd lives as long as the app, whoever else holds it.
     _wake: EventFd,
 }
 
@@ -150,8 +151,7 @@ impl Registrar {
             let count = self.layout.instances;
             send_fds(&conn, &RegistrationMessage::Doorbells { count }.encode(), &doorbells)
         });
-        self.apps
-            .insert(app_id, AppEntry { app_id, pid, home, conn, _segment: segment, _wake: wake });
+        self.apps.insert(app_id, AppEntry { app_id, pid, home, conn, segment, _wake: wake });
         self.registered_total += 1;
         if let Err(e) = answered {
             // The app is gone already: undo at once.
@@ -197,6 +197,20 @@ impl Registrar {
             inst.send(ControlMessage::AppDetached { app_id });
         }
         true
+    }
+
+    /// Instance `index` died: withdraw its accept-ready bit from every socket of every app,
+    /// so that no app keeps asking a dead instance for connections it will never hand out
+    /// (the bit is normally cleared by the instance itself, which can no longer do it).
+    pub fn withdraw_instance(&self, index: u16) {
+        let Some(bit) = 1u32.checked_shl(u32::from(index)) else { return };
+        for app in self.apps.values() {
+            for slot in 0..self.layout.sockets {
+                if let Ok(w) = app.segment.socket_word(slot, SocketField::AcceptReady) {
+                    w.fetch_and(!bit, Ordering::AcqRel);
+                }
+            }
+        }
     }
 
     /// Makes an accepted connection non-blocking for hang-up polling.

@@ -562,6 +562,13 @@ impl Plane {
     fn health(&mut self) {
         for (index, why) in health::check(&mut self.instances, &self.control, monotonic_ns()) {
             eprintln!("netpop {}: instance {index} is dead: {why}", self.config.name);
+            self.registrar.withdraw_instance(index);
+            // Its listener ready counts are stale too.
+            for l in self.control.listeners() {
+                if let Some(r) = l.ready.get(usize::from(index)) {
+                    r.store(0, Ordering::Release);
+                }
+            }
         }
     }
 

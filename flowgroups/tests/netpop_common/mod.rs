@@ -514,6 +514,60 @@ impl Peer {
         report
     }
 
+    /// Opens `n` connections to `server`, each sending 4 bytes and reading their echo, and
+    /// keeps them open; returns the handles of those that got their echo.
+    pub fn hold_connections(
+        &mut self,
+        server: SocketAddrV4,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<SocketHandle> {
+        let now = self.now();
+        let mut pending: Vec<(SocketHandle, bool)> = (0..n)
+            .filter_map(|_| self.stack.connect(now, server, None).ok())
+            .map(|h| (h, false))
+            .collect();
+        let mut done = Vec::new();
+        let start = Instant::now();
+        while !pending.is_empty() && start.elapsed() < timeout {
+            let moved = self.pump();
+            pending.retain_mut(|(h, sent)| {
+                match self.stack.state(*h) {
+                    Ok(State::Established) if !*sent => {
+                        *sent = self.stack.send(*h, b"hold") == Ok(4)
+                    }
+                    Ok(_) if *sent => {
+                        if self.stack.recv_queue_len(*h).unwrap_or(0) >= 4 {
+                            done.push(*h);
+                            return false;
+                        }
+                    }
+                    Err(_) | Ok(State::Closed) => return false,
+                    _ => {}
+                }
+                true
+            });
+            if !moved {
+                self.idle();
+            }
+        }
+        done
+    }
+
+    /// Connections of `handles` that are still established.
+    pub fn established(&self, handles: &[SocketHandle]) -> usize {
+        handles.iter().filter(|h| self.stack.state(**h) == Ok(State::Established)).count()
+    }
+
+    /// Aborts and closes `handles`.
+    pub fn release(&mut self, handles: &[SocketHandle]) {
+        for h in handles {
+            let _ = self.stack.abort(*h);
+            let _ = self.stack.close(*h);
+        }
+        self.pump();
+    }
+
     /// Keeps the peer's side of the wire serviced for `d`.
     pub fn run_for(&mut self, d: Duration) {
         let start = Instant::now();

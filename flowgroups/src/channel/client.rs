@@ -25,11 +25,13 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::proto::{
-    Completion, CompletionSlot, Errno, MESSAGE_LEN, Request, RegistrationMessage, RequestSlot,
+    Completion, CompletionSlot, Errno, MESSAGE_LEN, RegistrationMessage, Request, RequestSlot,
     ShutdownHow, SockOption, SocketInfo,
 };
 use super::{AppLayout, AppSegment, HeaderWord, Readiness, SocketField, SocketId};
-use crate::shm::{ByteRingReader, ByteRingWriter, EventFd, RingConsumer, RingProducer, recv_fds, send_fds};
+use crate::shm::{
+    ByteRingReader, ByteRingWriter, EventFd, RingConsumer, RingProducer, recv_fds, send_fds,
+};
 
 /// Longest single sleep on the eventfd: a bound on the cost of any wake-up that is lost
 /// (for example because an instance died between two steps of the protocol).
@@ -300,13 +302,22 @@ impl Client {
 
     /// Takes one connection from a listener: from the home instance if it has one ready,
     /// else from any instance that has. Non-blocking: `WouldBlock` when none is ready.
-    pub fn accept(&self, listener: SocketId, blocking: bool) -> io::Result<(SocketId, SocketAddrV4)> {
+    pub fn accept(
+        &self,
+        listener: SocketId,
+        blocking: bool,
+    ) -> io::Result<(SocketId, SocketAddrV4)> {
         match &*lock(&self.slot(listener.0)?.kind) {
             SlotKind::Listener { .. } => {}
             _ => return Err(err(Errno::EINVAL)),
         }
-        let all = if self.layout.instances >= 32 { u32::MAX } else { (1u32 << self.layout.instances) - 1 };
-        let mask_word = self.seg.socket_word(listener.0, SocketField::AcceptReady).map_err(shm_io)?;
+        let all = if self.layout.instances >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.layout.instances) - 1
+        };
+        let mask_word =
+            self.seg.socket_word(listener.0, SocketField::AcceptReady).map_err(shm_io)?;
         let mut tries = 0u32;
         loop {
             let mask = self.block_until(None, blocking, || {
@@ -352,10 +363,7 @@ impl Client {
     /// Home instance if its bit is set, else the first set bit after it.
     fn pick_instance(&self, mask: u32) -> u16 {
         let n = self.layout.instances;
-        (0..n)
-            .map(|k| (self.home + k) % n)
-            .find(|&i| mask & (1 << i) != 0)
-            .unwrap_or(self.home)
+        (0..n).map(|k| (self.home + k) % n).find(|&i| mask & (1 << i) != 0).unwrap_or(self.home)
     }
 
     /// Opens a connection from the home instance. Non-blocking: returns as soon as the SYN
@@ -365,7 +373,9 @@ impl Client {
         let slot = self.alloc_slot()?;
         let sock = SocketId(slot);
         match self.call(self.home, Request::Connect { sock, addr })? {
-            Completion::Connecting { local, .. } => self.attach_stream(slot, self.home, local, addr)?,
+            Completion::Connecting { local, .. } => {
+                self.attach_stream(slot, self.home, local, addr)?
+            }
             Completion::Failed { errno, .. } => {
                 self.release_slot(slot);
                 return Err(err(errno));
@@ -387,7 +397,13 @@ impl Client {
         Ok(sock)
     }
 
-    fn attach_stream(&self, slot: u32, owner: u16, local: SocketAddrV4, peer: SocketAddrV4) -> io::Result<()> {
+    fn attach_stream(
+        &self,
+        slot: u32,
+        owner: u16,
+        local: SocketAddrV4,
+        peer: SocketAddrV4,
+    ) -> io::Result<()> {
         let entry = self.slot(slot)?;
         *lock(&entry.rx) = Some(self.seg.rx_reader(slot).map_err(shm_io)?);
         *lock(&entry.tx) = Some(self.seg.tx_writer(slot).map_err(shm_io)?);
@@ -668,13 +684,16 @@ impl Client {
                 if pending_error {
                     r |= Readiness::ERR;
                 }
-                let readable = lock(&entry.rx).as_mut().is_some_and(|x| x.readable().is_ok_and(|n| n > 0));
+                let readable =
+                    lock(&entry.rx).as_mut().is_some_and(|x| x.readable().is_ok_and(|n| n > 0));
                 if readable || *shut_rd || r.intersects(Readiness::RDHUP | Readiness::ERR) {
                     r |= Readiness::READABLE;
                 }
-                let room = lock(&entry.tx).as_mut().is_some_and(|x| x.writable().is_ok_and(|n| n > 0));
+                let room =
+                    lock(&entry.tx).as_mut().is_some_and(|x| x.writable().is_ok_and(|n| n > 0));
                 let connected = r.contains(Readiness::CONNECTED);
-                if (connected && room) || *shut_wr || r.intersects(Readiness::HUP | Readiness::ERR) {
+                if (connected && room) || *shut_wr || r.intersects(Readiness::HUP | Readiness::ERR)
+                {
                     r |= Readiness::WRITABLE;
                 }
                 r
@@ -771,7 +790,8 @@ impl Client {
         s.leader = true;
         drop(s);
         self.prepare_wait();
-        let result = if self.ticket() == ticket { self.wake.wait(Some(nap)).map(|_| ()) } else { Ok(()) };
+        let result =
+            if self.ticket() == ticket { self.wake.wait(Some(nap)).map(|_| ()) } else { Ok(()) };
         let finished = self.finish_wait();
         let mut s = lock(&self.sleepers);
         s.leader = false;
@@ -875,7 +895,8 @@ impl Client {
 
     fn wait_completion(&self, tag: u64) -> io::Result<Completion> {
         let deadline = Instant::now() + CALL_TIMEOUT;
-        let found = self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)))?;
+        let found =
+            self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)))?;
         match found {
             Some(c) => Ok(c),
             None => {
@@ -999,7 +1020,10 @@ fn invalid(what: &'static str) -> io::Error {
 }
 
 /// Reads one registration message and the fds that came with it.
-fn read_message(sock: &mut UnixStream, max_fds: usize) -> io::Result<(RegistrationMessage, Vec<OwnedFd>)> {
+fn read_message(
+    sock: &mut UnixStream,
+    max_fds: usize,
+) -> io::Result<(RegistrationMessage, Vec<OwnedFd>)> {
     let mut buf = [0u8; MESSAGE_LEN];
     let (n, fds) = recv_fds(sock, &mut buf, max_fds)?;
     if n == 0 {
@@ -1009,6 +1033,7 @@ fn read_message(sock: &mut UnixStream, max_fds: usize) -> io::Result<(Registrati
     if let Some(rest) = buf.get_mut(n..) {
         sock.read_exact(rest)?;
     }
-    let msg = RegistrationMessage::decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let msg = RegistrationMessage::decode(&buf)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok((msg, fds))
 }

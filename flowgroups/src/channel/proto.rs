@@ -706,7 +706,9 @@ impl CompletionSlot {
                 let local = addr_of(a[3], a[4])?;
                 (Completion::Accepted { user, listener: sock, sock: new_sock, peer, local }, 5)
             }
-            Opcode::Connect => (Completion::Connecting { user, sock, local: addr_of(a[0], a[1])? }, 2),
+            Opcode::Connect => {
+                (Completion::Connecting { user, sock, local: addr_of(a[0], a[1])? }, 2)
+            }
             Opcode::Shutdown | Opcode::Close | Opcode::Abort | Opcode::SetOption => {
                 (Completion::Done { user, op, sock }, 0)
             }
@@ -885,11 +887,17 @@ impl RegistrationMessage {
                 if doorbells != 0 && doorbells != layout.instances {
                     return Err(ProtoError::BadArgument("doorbell count"));
                 }
-                Ok(RegistrationMessage::Registered { app_id: le_u32(b, 8), home, layout, doorbells })
+                Ok(RegistrationMessage::Registered {
+                    app_id: le_u32(b, 8),
+                    home,
+                    layout,
+                    doorbells,
+                })
             }
             3 => {
                 zero_from(12)?;
-                let errno = Errno::from_wire(le_u32(b, 8)).ok_or(ProtoError::BadArgument("errno"))?;
+                let errno =
+                    Errno::from_wire(le_u32(b, 8)).ok_or(ProtoError::BadArgument("errno"))?;
                 Ok(RegistrationMessage::Refused { errno })
             }
             4 => {

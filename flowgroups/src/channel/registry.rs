@@ -26,15 +26,28 @@ pub type AppId = u32;
 #[derive(Debug)]
 pub struct AppLink {
     app_id: AppId,
+    family: u32,
     instance: u16,
     seg: AppSegment,
     wake: EventFd,
 }
 
 impl AppLink {
-    /// A link for `app_id` as seen by `instance`.
-    pub fn new(app_id: AppId, instance: u16, seg: AppSegment, wake: EventFd) -> AppLink {
-        AppLink { app_id, instance, seg, wake }
+    /// A link for `app_id` of listener family `family` (see [`ListenerRegistry::subscribe`])
+    /// as seen by `instance`.
+    pub fn new(
+        app_id: AppId,
+        family: u32,
+        instance: u16,
+        seg: AppSegment,
+        wake: EventFd,
+    ) -> AppLink {
+        AppLink { app_id, family, instance, seg, wake }
+    }
+
+    /// The app's listener family.
+    pub fn family(&self) -> u32 {
+        self.family
     }
 
     /// The app's id.
@@ -135,6 +148,9 @@ struct PortListener {
     subscribers: Vec<Subscriber>,
     /// Next subscriber to consider for a wake-up.
     cursor: usize,
+    /// A subscriber was woken or an accept was attempted since the last
+    /// [`ListenerRegistry::rewake_waiting`] pass.
+    recent_activity: bool,
 }
 
 /// One instance's listeners (port -> stack listener and subscribers) and connection owners
@@ -186,9 +202,10 @@ impl ListenerRegistry {
     }
 
     /// Subscribes `link`'s `slot` to `port`, opening the stack's listener on first use.
-    /// An app may subscribe one slot per port (a second slot is `EADDRINUSE`); any number
-    /// of apps may share a port (they behave as SO_REUSEPORT siblings, which is what a
-    /// forked child inheriting a listener needs).
+    /// An app may subscribe one slot per port (a second slot is `EADDRINUSE`). Apps of the
+    /// same *family* share a port (like SO_REUSEPORT siblings): the control plane gives a
+    /// forked child its parent's family, so inherited listeners keep working in the child,
+    /// while an unrelated app gets `EADDRINUSE` and cannot steal connections.
     pub fn subscribe(
         &mut self,
         stack: &mut Stack,
@@ -201,7 +218,10 @@ impl ListenerRegistry {
             return if p == port { Ok(()) } else { Err(Errno::EINVAL) };
         }
         if let Some(l) = self.ports.get_mut(&port) {
-            if l.subscribers.iter().any(|s| s.link.app_id == link.app_id) {
+            if l.subscribers
+                .iter()
+                .any(|s| s.link.app_id == link.app_id || s.link.family != link.family)
+            {
                 return Err(Errno::EADDRINUSE);
             }
             l.subscribers.push(Subscriber { link: link.clone(), slot });
@@ -217,6 +237,7 @@ impl ListenerRegistry {
                     handle,
                     subscribers: vec![Subscriber { link: link.clone(), slot }],
                     cursor: 0,
+                    recent_activity: false,
                 },
             );
         }
@@ -241,8 +262,7 @@ impl ListenerRegistry {
     pub fn unsubscribe(&mut self, stack: &mut Stack, app: AppId, slot: u32) -> bool {
         let Some((port, _)) = self.listener_of(app, slot) else { return false };
         if let Some(l) = self.ports.get_mut(&port) {
-            if let Some(s) = l.subscribers.iter().find(|s| s.link.app_id == app && s.slot == slot)
-            {
+            if let Some(s) = l.subscribers.iter().find(|s| s.link.app_id == app && s.slot == slot) {
                 s.link.set_accept_ready(slot, false);
             }
             l.subscribers.retain(|s| !(s.link.app_id == app && s.slot == slot));
@@ -285,20 +305,23 @@ impl ListenerRegistry {
         let Some(&port) = self.by_handle.get(&listener) else { return false };
         self.publish(stack, port);
         let Some(l) = self.ports.get_mut(&port) else { return false };
+        l.recent_activity = true;
         wake_next(l)
     }
 
-    /// Wakes one more sleeping subscriber of every port whose accept queue is not empty.
-    /// A woken app may have been sleeping for something else and not accept; the instance
-    /// calls this now and then (every few milliseconds) so such a connection is not left
-    /// waiting for the next arrival. Returns the number of apps woken.
+    /// Wakes one more sleeping subscriber of every port whose accept queue is not empty
+    /// and saw no wake-up and no accept attempt since the previous call. A woken app may
+    /// have been sleeping for something else and not accept; the instance calls this
+    /// periodically (every few milliseconds) so such a connection waits at most about two
+    /// periods instead of until the next arrival. Returns the number of apps woken.
     pub fn rewake_waiting(&mut self, stack: &Stack) -> usize {
         let mut woken = 0;
         for l in self.ports.values_mut() {
-            if stack.accept_queue_len(l.handle).unwrap_or(0) == 0 {
-                continue;
+            let idle = !std::mem::replace(&mut l.recent_activity, false);
+            if idle && stack.accept_queue_len(l.handle).unwrap_or(0) > 0 && wake_next(l) {
+                l.recent_activity = true;
+                woken += 1;
             }
-            woken += usize::from(wake_next(l));
         }
         woken
     }
@@ -306,7 +329,8 @@ impl ListenerRegistry {
     /// Re-publishes `port`'s accept-queue state (this instance's bit) to every subscriber;
     /// subscribers whose bit changed get their change counters bumped.
     pub fn publish(&mut self, stack: &Stack, port: u16) {
-        let Some(l) = self.ports.get(&port) else { return };
+        let Some(l) = self.ports.get_mut(&port) else { return };
+        l.recent_activity = true;
         let ready = stack.accept_queue_len(l.handle).unwrap_or(0) > 0;
         for s in &l.subscribers {
             if s.link.set_accept_ready(s.slot, ready) || ready {
@@ -342,5 +366,106 @@ impl ListenerRegistry {
     /// Number of connections bound to apps.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::AppLayout;
+    use tcp_core::stack::{Event, StackConfig};
+    use tcp_core::wire::EthernetAddress;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn stack(last: u8, ip: Ipv4Addr) -> Stack {
+        Stack::new(StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, last]), ip, 24, [1; 16]))
+    }
+
+    fn link(app_id: AppId, family: u32) -> Arc<AppLink> {
+        let layout = AppLayout { instances: 1, sockets: 4, ring_slots: 8, socket_buffer: 1024 };
+        let seg = AppSegment::create(layout, app_id, 1).unwrap();
+        Arc::new(AppLink::new(app_id, family, 0, seg, EventFd::new().unwrap()))
+    }
+
+    fn sleep(l: &AppLink) {
+        l.segment().header_word(HeaderWord::Sleeping).unwrap().store(1, Ordering::SeqCst);
+    }
+
+    /// Runs a handshake from `client` to `server`'s `port`; returns the server's events.
+    fn handshake(server: &mut Stack, client: &mut Stack, port: u16) -> Vec<Event> {
+        let now = tcp_core::Instant::from_secs(1);
+        client.connect(now, SocketAddrV4::new(SERVER, port), None).unwrap();
+        let mut buf = vec![0u8; 1600];
+        for _ in 0..10 {
+            while let Some(n) = client.poll_transmit(now, &mut buf) {
+                server.handle_frame(now, &buf[..n]);
+            }
+            while let Some(n) = server.poll_transmit(now, &mut buf) {
+                client.handle_frame(now, &buf[..n]);
+            }
+        }
+        core::iter::from_fn(|| server.poll_event()).collect()
+    }
+
+    #[test]
+    fn one_arrival_marks_every_subscriber_but_wakes_one_sleeper_round_robin() {
+        let mut server = stack(2, SERVER);
+        let mut client = stack(1, CLIENT);
+        let mut reg = ListenerRegistry::new(0);
+        let apps: Vec<_> = (1..=3).map(|id| link(id, 9)).collect();
+        for a in &apps {
+            reg.subscribe(&mut server, a, 1, 80, 16).unwrap();
+            sleep(a);
+        }
+        let mut woken_order = Vec::new();
+        for _ in 0..3 {
+            for e in handshake(&mut server, &mut client, 80) {
+                if let Event::Acceptable(l) = e {
+                    assert!(reg.on_acceptable(&server, l));
+                }
+            }
+            let woken: Vec<_> =
+                apps.iter().filter(|a| a.wake.drain().unwrap() > 0).map(|a| a.app_id()).collect();
+            assert_eq!(woken.len(), 1, "one eventfd write per arrival: {woken:?}");
+            woken_order.push(woken[0]);
+            for a in &apps {
+                let mask = a.segment().socket_word(1, SocketField::AcceptReady).unwrap();
+                assert_eq!(mask.load(Ordering::Relaxed), 1, "every subscriber sees ACCEPTABLE");
+                sleep(a);
+            }
+        }
+        woken_order.sort();
+        assert_eq!(woken_order, vec![1, 2, 3], "round robin over the sleepers");
+        // Nobody asleep: nobody is woken, the bit is still published.
+        for a in &apps {
+            a.segment().header_word(HeaderWord::Sleeping).unwrap().store(0, Ordering::SeqCst);
+        }
+        for e in handshake(&mut server, &mut client, 80) {
+            if let Event::Acceptable(l) = e {
+                assert!(!reg.on_acceptable(&server, l));
+            }
+        }
+    }
+
+    #[test]
+    fn families_own_ports_and_the_last_unsubscribe_closes_the_listener() {
+        let mut server = stack(2, SERVER);
+        let (a, b, stranger) = (link(1, 7), link(2, 7), link(3, 8));
+        let mut reg = ListenerRegistry::new(0);
+        reg.subscribe(&mut server, &a, 0, 80, 8).unwrap();
+        reg.subscribe(&mut server, &b, 2, 80, 8).unwrap();
+        assert_eq!(reg.subscribe(&mut server, &stranger, 0, 80, 8), Err(Errno::EADDRINUSE));
+        assert_eq!(reg.subscribe(&mut server, &a, 1, 80, 8), Err(Errno::EADDRINUSE));
+        assert_eq!(reg.subscribe(&mut server, &a, 0, 80, 8), Ok(()), "idempotent");
+        assert_eq!(reg.subscribe(&mut server, &a, 0, 81, 8), Err(Errno::EINVAL));
+        assert_eq!(reg.subscribers(80), 2);
+        reg.unsubscribe_app(&mut server, 1);
+        assert_eq!(reg.subscribers(80), 1);
+        assert!(reg.unsubscribe(&mut server, 2, 2));
+        assert_eq!(reg.subscribers(80), 0);
+        // The stack's listener is gone: the port can be opened afresh.
+        assert!(server.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 1).is_ok());
     }
 }

@@ -23,7 +23,7 @@ use super::proto::{
     SocketInfo, linux_tcp_state,
 };
 use super::registry::{AppId, AppLink, ListenerRegistry};
-use super::{AppLayout, AppSegment, ChannelError, Readiness, SocketField, SocketId};
+use super::{AppLayout, AppSegment, ChannelError, Readiness, SocketField};
 use crate::shm::{ByteRingReader, ByteRingWriter, EventFd, RingConsumer, RingProducer, ShmError};
 
 /// Most requests taken from one app per [`AppServer::serve`] call, so a flooding app cannot
@@ -94,6 +94,8 @@ pub struct AppServer {
     /// Completion slots known to be free (refreshed from the ring when it reaches 0).
     completion_room: u32,
     conns: BTreeMap<u32, Conn>,
+    /// Stack handle -> slot of every entry in `conns`.
+    slots: BTreeMap<SocketHandle, u32>,
     /// Connections the app closed while bytes of its tx ring were still waiting for room in
     /// the stack: the bytes were copied out so the slot could be reused.
     lingering: BTreeMap<SocketHandle, VecDeque<u8>>,
@@ -115,9 +117,11 @@ fn connect_errno(e: ConnectError) -> Errno {
 
 impl AppServer {
     /// Attaches `instance` to the app's rings. `segment` must have been opened with the
-    /// layout the control plane chose (never one read from the segment).
+    /// layout the control plane chose (never one read from the segment); `family` is the
+    /// app's listener family (see [`ListenerRegistry::subscribe`]).
     pub fn new(
         app_id: AppId,
+        family: u32,
         instance: u16,
         segment: AppSegment,
         wake: EventFd,
@@ -127,12 +131,13 @@ impl AppServer {
         let mut completions = segment.completion_producer(instance)?;
         let completion_room = completions.free_slots()?;
         Ok(AppServer {
-            link: Arc::new(AppLink::new(app_id, instance, segment, wake)),
+            link: Arc::new(AppLink::new(app_id, family, instance, segment, wake)),
             layout,
             requests,
             completions,
             completion_room,
             conns: BTreeMap::new(),
+            slots: BTreeMap::new(),
             lingering: BTreeMap::new(),
             broken: None,
             dirty: false,
@@ -342,7 +347,7 @@ impl AppServer {
                 if registry.unsubscribe(stack, app, sock.0) {
                     return Ok(Some(Completion::Done { user, op: Opcode::Abort, sock }));
                 }
-                let conn = self.conns.remove(&sock.0).ok_or(Errno::EBADF)?;
+                let conn = self.remove_conn(sock.0).ok_or(Errno::EBADF)?;
                 registry.unbind_connection(conn.handle);
                 let _ = stack.abort(conn.handle);
                 Ok(Some(Completion::Done { user, op: Opcode::Abort, sock }))
@@ -407,9 +412,9 @@ impl AppServer {
         connected: bool,
     ) -> Result<(), Errno> {
         let seg = self.link.segment();
-        let attached = seg.reset_socket(slot, self.link.instance()).and_then(|_| {
-            Ok((seg.rx_writer(slot)?, seg.tx_reader(slot)?))
-        });
+        let attached = seg
+            .reset_socket(slot, self.link.instance())
+            .and_then(|_| Ok((seg.rx_writer(slot)?, seg.tx_reader(slot)?)));
         let (rx, tx) = match attached {
             Ok(pair) => pair,
             Err(_) => {
@@ -433,9 +438,16 @@ impl AppServer {
                 closed: false,
             },
         );
+        self.slots.insert(handle, slot);
         registry.bind_connection(handle, self.app_id());
         self.dirty = true;
         Ok(())
+    }
+
+    fn remove_conn(&mut self, slot: u32) -> Option<Conn> {
+        let conn = self.conns.remove(&slot)?;
+        self.slots.remove(&conn.handle);
+        Some(conn)
     }
 
     /// The app closed a connection slot. Bytes still in its tx ring are copied out (so the
@@ -449,7 +461,7 @@ impl AppServer {
         slot: u32,
     ) -> Result<(), Errno> {
         self.pump_tx(stack, slot);
-        let mut conn = self.conns.remove(&slot).ok_or(Errno::EBADF)?;
+        let mut conn = self.remove_conn(slot).ok_or(Errno::EBADF)?;
         let h = conn.handle;
         let unread = conn.rx.unread().unwrap_or(0) > 0;
         let mut rest = VecDeque::new();
@@ -465,6 +477,11 @@ impl AppServer {
         } else if rest.is_empty() {
             registry.unbind_connection(h);
             let _ = stack.close(h);
+        } else if self.lingering.len() >= self.layout.sockets as usize {
+            // Each lingering connection holds up to a socket buffer of the app's bytes in
+            // instance memory; an app that closes faster than its peers read is capped.
+            registry.unbind_connection(h);
+            let _ = stack.abort(h);
         } else {
             self.lingering.insert(h, rest);
         }
@@ -582,8 +599,7 @@ impl AppServer {
                 }
             }
         }
-        if conn.shut_wr_pending && !conn.shut_wr_done && conn.tx.readable().is_ok_and(|n| n == 0)
-        {
+        if conn.shut_wr_pending && !conn.shut_wr_done && conn.tx.readable().is_ok_and(|n| n == 0) {
             conn.shut_wr_done = true;
             let _ = stack.shutdown_write(conn.handle);
         }
@@ -683,7 +699,12 @@ impl AppServer {
         self.dirty = true;
     }
 
-    fn feed_lingering(&mut self, stack: &mut Stack, registry: &mut ListenerRegistry, h: SocketHandle) {
+    fn feed_lingering(
+        &mut self,
+        stack: &mut Stack,
+        registry: &mut ListenerRegistry,
+        h: SocketHandle,
+    ) {
         let Some(rest) = self.lingering.get_mut(&h) else { return };
         loop {
             let (front, _) = rest.as_slices();
@@ -707,7 +728,7 @@ impl AppServer {
     }
 
     fn slot_of(&self, h: SocketHandle) -> Option<u32> {
-        self.conns.iter().find(|(_, c)| c.handle == h).map(|(&s, _)| s)
+        self.slots.get(&h).copied()
     }
 
     /// Bumps the app's change counter and writes its eventfd if it sleeps.
@@ -733,6 +754,7 @@ impl AppServer {
     /// Resets every connection of the app on this instance and drops its listener
     /// subscriptions (the app died, was detached, or broke its rings).
     pub fn reclaim(&mut self, stack: &mut Stack, registry: &mut ListenerRegistry) {
+        self.slots.clear();
         for (_, conn) in std::mem::take(&mut self.conns) {
             registry.unbind_connection(conn.handle);
             let _ = stack.abort(conn.handle);
@@ -801,18 +823,20 @@ impl ChannelHub {
         self.instance
     }
 
-    /// Starts serving an app (ControlMessage::AppAttached). Replaces nothing: attaching an
-    /// id twice is refused.
+    /// Starts serving an app (ControlMessage::AppAttached). `family` decides which apps
+    /// may share a listening port (a forked child gets its parent's). Attaching an id twice
+    /// is refused.
     pub fn attach(
         &mut self,
         app_id: AppId,
+        family: u32,
         segment: AppSegment,
         wake: EventFd,
     ) -> Result<(), ChannelError> {
         if self.apps.contains_key(&app_id) {
             return Err(ChannelError::BadHeader("app already attached"));
         }
-        let server = AppServer::new(app_id, self.instance, segment, wake)?;
+        let server = AppServer::new(app_id, family, self.instance, segment, wake)?;
         self.apps.insert(app_id, server);
         Ok(())
     }
@@ -899,12 +923,5 @@ impl ChannelHub {
     /// Ids of the attached apps.
     pub fn app_ids(&self) -> impl Iterator<Item = AppId> + '_ {
         self.apps.keys().copied()
-    }
-}
-
-/// `SocketId` of a completion's slot (for logs).
-impl From<SocketId> for u32 {
-    fn from(s: SocketId) -> u32 {
-        s.0
     }
 }

@@ -8,7 +8,11 @@
 //! until the next stack timer, at most [`MAX_BLOCK`]. A backend without a wait
 //! descriptor (the 82599 driver and model: completions are only visible in memory) is
 //! polled in short sleeps that grow from [`FIRST_NAP`] to [`LONGEST_NAP`], so a frame
-//! waits at most about a millisecond.
+//! waits at most about a millisecond; after [`DEEP_IDLE_NAPS`] such naps in a row (about
+//! a tenth of a second of silence) the naps lengthen to [`DEEP_NAP`], because every
+//! wake-up costs tens of microseconds of CPU on a virtual machine and an idle netpop
+//! should cost nearly nothing. The first frame after a long silence then waits up to
+//! [`DEEP_NAP`].
 
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -22,14 +26,20 @@ pub const SPIN_ITERATIONS: u32 = 200;
 pub const MAX_BLOCK: Duration = Duration::from_millis(20);
 /// First sleep of a backend that can only be polled.
 pub const FIRST_NAP: Duration = Duration::from_micros(200);
-/// Longest sleep of a backend that can only be polled.
+/// Longest sleep of a backend that can only be polled, while traffic is recent.
 pub const LONGEST_NAP: Duration = Duration::from_millis(1);
+/// Naps of [`LONGEST_NAP`] in a row before the instance counts as deeply idle.
+pub const DEEP_IDLE_NAPS: u32 = 100;
+/// Sleep of a backend that can only be polled, once deeply idle.
+pub const DEEP_NAP: Duration = Duration::from_millis(4);
 
 /// The idle state machine.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     empty: u32,
     nap: Duration,
+    /// Naps taken at [`LONGEST_NAP`] since the last work.
+    long_naps: u32,
 }
 
 /// What the loop should do after an iteration.
@@ -43,7 +53,7 @@ pub(crate) enum Next {
 
 impl Backoff {
     pub(crate) fn new() -> Backoff {
-        Backoff { empty: 0, nap: FIRST_NAP }
+        Backoff { empty: 0, nap: FIRST_NAP, long_naps: 0 }
     }
 
     /// Feeds the outcome of one iteration. `until_timer` is the time to the next stack
@@ -57,6 +67,7 @@ impl Backoff {
         if did_work {
             self.empty = 0;
             self.nap = FIRST_NAP;
+            self.long_naps = 0;
             return Next::Spin;
         }
         self.empty = self.empty.saturating_add(1);
@@ -66,7 +77,14 @@ impl Backoff {
         let mut limit = MAX_BLOCK;
         if !has_wait_fd {
             limit = self.nap;
-            self.nap = (self.nap * 2).min(LONGEST_NAP);
+            if self.nap >= LONGEST_NAP {
+                self.long_naps = self.long_naps.saturating_add(1);
+            }
+            self.nap = if self.long_naps >= DEEP_IDLE_NAPS {
+                DEEP_NAP
+            } else {
+                (self.nap * 2).min(LONGEST_NAP)
+            };
         }
         Next::Block(until_timer.map_or(limit, |t| t.min(limit)))
     }
@@ -141,6 +159,15 @@ mod tests {
         assert_eq!(
             naps,
             [200, 400, 800, 1000, 1000].map(|us| Next::Block(Duration::from_micros(us)))
+        );
+        // Deep idle: after DEEP_IDLE_NAPS naps of LONGEST_NAP the naps lengthen.
+        for _ in 0..DEEP_IDLE_NAPS - 2 {
+            assert_eq!(b.next(false, None, false), Next::Block(LONGEST_NAP));
+        }
+        assert_eq!(b.next(false, None, false), Next::Block(DEEP_NAP));
+        assert_eq!(
+            b.next(false, Some(Duration::from_millis(2)), false),
+            Next::Block(Duration::from_millis(2))
         );
         b.next(true, None, false);
         for _ in 0..SPIN_ITERATIONS - 1 {

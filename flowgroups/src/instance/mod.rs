@@ -51,7 +51,9 @@ use crate::shm::sys::monotonic_ns;
 use crate::shm::{EventFd, RingConsumer, RingProducer, ShmError};
 
 use self::groups::GroupTracker;
-pub use self::idle::{BUSY_INTERVAL, FIRST_NAP, LONGEST_NAP, MAX_BLOCK, SPIN_ITERATIONS};
+pub use self::idle::{
+    BUSY_INTERVAL, DEEP_IDLE_NAPS, DEEP_NAP, FIRST_NAP, LONGEST_NAP, MAX_BLOCK, SPIN_ITERATIONS,
+};
 use self::idle::{Backoff, BusyMeter, Next, block_on};
 use self::pcap::{Capture, CaptureSink};
 use self::plane_link::{PlaneLink, PlaneMessage};
@@ -68,6 +70,9 @@ pub const PUBLISH_INTERVAL_NS: u64 = 10_000_000;
 const REWAKE_INTERVAL_NS: u64 = 5_000_000;
 /// Least time between two reconcile walks of the flow-group connection counts.
 const RECONCILE_INTERVAL_NS: u64 = 1_000_000;
+/// While busy, how often the plane socket is read without poll(2) having said it is
+/// readable (a system call per iteration would tax the fast path).
+const PLANE_CHECK_INTERVAL_NS: u64 = 1_000_000;
 
 /// Everything a kernel instance needs, built in its own process.
 pub struct InstanceSetup {
@@ -275,6 +280,9 @@ pub struct KernelInstance {
     last_publish_ns: u64,
     last_rewake_ns: u64,
     last_reconcile_ns: u64,
+    /// poll(2) reported the plane socket readable (or we have not looked yet).
+    plane_readable: bool,
+    last_plane_check_ns: u64,
     shutdown: bool,
 }
 
@@ -362,6 +370,8 @@ impl KernelInstance {
             last_publish_ns: 0,
             last_rewake_ns: 0,
             last_reconcile_ns: 0,
+            plane_readable: true,
+            last_plane_check_ns: 0,
             shutdown: false,
         })
     }
@@ -425,7 +435,14 @@ impl KernelInstance {
             act.shutdown = true;
             return act;
         }
-        self.read_plane(&mut act);
+        let now_ns = now.as_nanos();
+        if self.plane_readable
+            || now_ns.saturating_sub(self.last_plane_check_ns) >= PLANE_CHECK_INTERVAL_NS
+        {
+            self.plane_readable = false;
+            self.last_plane_check_ns = now_ns;
+            self.read_plane(&mut act);
+        }
         self.read_control(&mut act);
         if self.shutdown {
             self.stop();
@@ -867,9 +884,14 @@ impl KernelInstance {
         if !busy {
             let mut fds = vec![self.doorbell.as_raw_fd(), self.plane.socket().as_raw_fd()];
             fds.extend(wait_fd);
-            block_on(&fds, timeout)?;
+            let ready = block_on(&fds, timeout)?;
+            // poll(2) just looked at the plane socket: no need for the periodic check.
+            self.plane_readable |= ready.is_ready(1);
+            self.last_plane_check_ns = monotonic_ns();
             self.counters.idle_sleeps += 1;
-            self.doorbell.drain()?;
+            if ready.is_ready(0) {
+                self.doorbell.drain()?;
+            }
         }
         self.hub.after_wake();
         Ok(())

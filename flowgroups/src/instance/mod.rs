@@ -560,13 +560,13 @@ impl KernelInstance {
             return;
         }
         self.pending.announced.remove(&app_id);
-        let Some((_family, layout, segment, wake)) = self.pending.fds.remove(&app_id) else {
+        let Some((family, layout, segment, wake)) = self.pending.fds.remove(&app_id) else {
             return;
         };
         let attached = AppSegment::open(segment, layout, Some(app_id))
             .map_err(|_| ())
             .and_then(|seg| EventFd::from_fd(wake).map(|w| (seg, w)).map_err(|_| ()))
-            .and_then(|(seg, wake)| self.hub.attach(app_id, seg, wake).map_err(|_| ()));
+            .and_then(|(seg, wake)| self.hub.attach(app_id, family, seg, wake).map_err(|_| ()));
         match attached {
             Ok(()) => self.counters.apps_attached += 1,
             Err(()) => self.counters.attach_failures += 1,

@@ -137,7 +137,9 @@ mod tests {
     use crate::steering::SoftwareSteering;
     use std::sync::{Arc, Mutex};
 
-    fn setup(groups: u32) -> (ControlSegment, SoftwareSteering, Arc<Mutex<Vec<(u32, u16)>>>) {
+    type MoveLog = Arc<Mutex<Vec<(u32, u16)>>>;
+
+    fn setup(groups: u32) -> (ControlSegment, SoftwareSteering, MoveLog) {
         let cs = ControlSegment::create(
             "t-bal",
             ControlLayout::new(2, groups, 4).unwrap(),

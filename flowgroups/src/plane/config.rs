@@ -629,15 +629,14 @@ pub fn check_environment(c: &UpConfig) -> Result<(), ConfigError> {
                     )));
                 }
             }
-            Some(WireSpec::Unix(path)) => {
-                if !path.exists() {
-                    return Err(ConfigError::Environment(format!(
-                        "--wire unix:{}: nothing listens there (the peer must create the \
-                         SOCK_SEQPACKET socket first)",
-                        path.display()
-                    )));
-                }
+            Some(WireSpec::Unix(path)) if !path.exists() => {
+                return Err(ConfigError::Environment(format!(
+                    "--wire unix:{}: nothing listens there (the peer must create the \
+                     SOCK_SEQPACKET socket first)",
+                    path.display()
+                )));
             }
+            Some(WireSpec::Unix(_)) => {}
             None => {}
         },
         NicSpec::AfXdp { interface } => {

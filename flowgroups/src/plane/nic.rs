@@ -89,9 +89,10 @@ pub struct Nic {
     pub mac: [u8; 6],
 }
 
-fn wire_for(
-    spec: &WireSpec,
-) -> Result<(Box<dyn WireBackend>, Option<Arc<WireCounters>>), PlaneError> {
+/// A wire for the model, and the Unix wire's counters when it is one.
+type Wire = (Box<dyn WireBackend>, Option<Arc<WireCounters>>);
+
+fn wire_for(spec: &WireSpec) -> Result<Wire, PlaneError> {
     Ok(match spec {
         WireSpec::Tap(name) => {
             let tap = TapDevice::open(name).map_err(PlaneError::io("open TAP"))?;

@@ -73,9 +73,14 @@ impl WireBackend for UnixSeqpacketWire {
             self.counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        // A SEQPACKET write sends the whole record or nothing.
         match (&self.socket).write(frame) {
-            Ok(_) => {
+            Ok(n) if n == frame.len() => {
                 self.counters.tx_frames.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(_) => {
+                self.counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -345,10 +345,8 @@ mod tests {
         let raw = std::os::fd::IntoRawFd::into_raw_fd(dup);
         let claimed = claim_inherited_fd(raw).unwrap();
         // SAFETY: as above.
-        assert_ne!(
-            unsafe { libc::fcntl(claimed.as_raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC,
-            0
-        );
+        let flags = unsafe { libc::fcntl(claimed.as_raw_fd(), libc::F_GETFD) };
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
         assert!(claim_inherited_fd(2).is_err());
         assert!(claim_inherited_fd(100_000).is_err(), "a closed number is refused");
     }

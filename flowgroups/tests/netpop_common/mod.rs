@@ -377,9 +377,10 @@ impl Peer {
         }
         while let Some(n) = self.stack.poll_transmit(now, &mut self.frame) {
             moved = true;
+            // One record per frame: a SEQPACKET write is all or nothing.
             match (&self.sock).write(&self.frame[..n]) {
-                Ok(_) => self.frames_out += 1,
-                Err(_) => self.tx_dropped += 1,
+                Ok(w) if w == n => self.frames_out += 1,
+                _ => self.tx_dropped += 1,
             }
         }
         while self.stack.poll_event().is_some() {}
@@ -536,11 +537,9 @@ impl Peer {
                     Ok(State::Established) if !*sent => {
                         *sent = self.stack.send(*h, b"hold") == Ok(4)
                     }
-                    Ok(_) if *sent => {
-                        if self.stack.recv_queue_len(*h).unwrap_or(0) >= 4 {
-                            done.push(*h);
-                            return false;
-                        }
+                    Ok(_) if *sent && self.stack.recv_queue_len(*h).unwrap_or(0) >= 4 => {
+                        done.push(*h);
+                        return false;
                     }
                     Err(_) | Ok(State::Closed) => return false,
                     _ => {}

@@ -140,6 +140,22 @@ impl Netpop {
         Json::parse(&String::from_utf8_lossy(&out.stdout)).expect("stat --json is JSON")
     }
 
+    /// Stat once the instances have published `accepts` accepted connections in total
+    /// (they publish counters every few milliseconds, so the last ones may lag a little);
+    /// gives up after 3 s and returns the last snapshot.
+    pub fn stat_after_accepts(&self, accepts: u64) -> Json {
+        let start = Instant::now();
+        loop {
+            let s = self.stat_json();
+            if s.get("totals").get("accepts").u64() >= accepts
+                || start.elapsed() > Duration::from_secs(3)
+            {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stat_table(&self) -> String {
         String::from_utf8_lossy(&self.command("stat", &[]).stdout).into_owned()
     }

@@ -228,3 +228,50 @@ fn capture_writes_a_pcap_file() {
     ]);
     assert!(!ok && text.contains("no instance 5"), "{text}");
 }
+
+/// CPU time (user + system, in clock ticks) a process has used, from /proc/PID/stat.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')'.
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[test]
+fn an_idle_netpop_sleeps() {
+    let scratch = Scratch::new("idl");
+    let wire_path = scratch.dir.join("wire.sock");
+    let wire = Peer::bind(&wire_path);
+    let wire_arg = format!("unix:{}", wire_path.display());
+    let acceptor = std::thread::spawn(move || Peer::accept(&wire));
+    let np = Netpop::up(
+        &scratch,
+        &["--nic", "sim", "--wire", &wire_arg, "--queues", "2", "--ip", "10.0.0.2/24"],
+    );
+    let _peer = acceptor.join().unwrap();
+    let mut pids = vec![np.child.id()];
+    pids.extend(np.instance_pids());
+    std::thread::sleep(Duration::from_millis(500));
+    let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    let window = Duration::from_secs(3);
+    std::thread::sleep(window);
+    let after: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    // Clock ticks are 10 ms (USER_HZ = 100 on Linux).
+    let pct: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a - b) as f64 * 10.0 / window.as_millis() as f64 * 100.0)
+        .collect();
+    println!(
+        "idle CPU over {window:?}: plane (with the model engine thread) {:.1}%, instances {:?}%",
+        pct[0],
+        &pct[1..]
+    );
+    // A behaviour check, not a benchmark: nothing spins.
+    for (pid, p) in pids.iter().zip(&pct) {
+        assert!(*p < 50.0, "process {pid} used {p:.1}% of a core while idle");
+    }
+}

@@ -34,7 +34,29 @@ fn echo_run(name: &str, instances: u16, nic: Nic, connections: u32) -> (Net, Pee
     let stop = Arc::new(AtomicBool::new(false));
     let servers = echo_server(app.clone(), 7, 4, 2, stop.clone());
     let mut peer = Peer::new();
+    // Watch the busy ratio the instances publish while they work.
+    let watch = Arc::new(AtomicBool::new(true));
+    let busiest = {
+        let control = flowgroups::control::ControlSegment::open(
+            net.control.fd().try_clone_to_owned().unwrap(),
+        )
+        .unwrap();
+        let watch = watch.clone();
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while watch.load(Ordering::Relaxed) {
+                for s in control.instances() {
+                    max = max.max(s.busy_ppm.load(Ordering::Relaxed));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            max
+        })
+    };
     let done = run_echo_clients(&net, &mut peer, 7, connections, 32, Duration::from_secs(120));
+    watch.store(false, Ordering::Relaxed);
+    let busiest = busiest.join().unwrap();
+    assert!(busiest > 0 && busiest <= 1_000_000, "busy ratio {busiest} ppm under load");
     assert_eq!(done, connections, "every connection got its echo");
     wait_all_closed(&net, &mut peer);
     stop.store(true, Ordering::Relaxed);
@@ -77,6 +99,9 @@ fn one_instance_echoes_1000_connections_and_counts_them() {
     let busy_groups =
         net.control.flow_groups().iter().filter(|g| g.syns.load(Ordering::Relaxed) > 0).count();
     assert!(busy_groups > 64, "only {busy_groups} groups saw SYNs");
+    // The listener table shows port 7 with nothing waiting to be accepted.
+    let entry = net.control.listeners().iter().find(|l| l.port.load(Ordering::Relaxed) == 7);
+    assert_eq!(entry.expect("port 7 published").ready[0].load(Ordering::Relaxed), 0);
     let results = net.shutdown();
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(

@@ -207,3 +207,28 @@ fn a_detached_app_loses_its_connections_and_they_are_reset() {
     let _ = accepted;
     assert!(net.shutdown().iter().all(|r| r.is_ok()));
 }
+
+#[test]
+fn a_moved_group_is_steered_to_its_new_owner() {
+    let mut net = Net::start("t-inst-move", Options { instances: 2, ..Options::default() });
+    introduce_peer(&net, 0);
+    introduce_peer(&net, 1);
+    let mut peer = Peer::new();
+    let (port, group) = peer_port_for(1, 2, 81, 41000);
+    // Move the group to instance 0 as the plane does: table entry, epoch, SetOwner.
+    net.control.flow_group(group).unwrap().owner.store(0, Ordering::Relaxed);
+    net.control.header().owner_epoch.fetch_add(1, Ordering::Release);
+    net.send_control(0, ControlMessage::SetOwner { group, owner: 0 });
+    net.send_control(1, ControlMessage::SetOwner { group, owner: 0 });
+    // A straggler of the group still arrives on the old owner's queue.
+    net.instances[1].rx.push(peer.syn_frame(port, 81));
+    let reply = wait_for("the new owner's reset", WAIT, || net.instances[0].tx.pop());
+    assert_eq!(tcp_tuple(&reply).unwrap().1.port(), port);
+    wait_for("the forward to be published", WAIT, || {
+        (net.shared(1).forwarded_packets.load(Ordering::Relaxed) == 1).then_some(())
+    });
+    assert!(net.instances[1].tx.pop().is_none(), "the old owner did not answer");
+    let g = net.control.flow_group(group).unwrap();
+    wait_for("the SYN to be counted", WAIT, || (g.syns.load(Ordering::Relaxed) == 1).then_some(()));
+    assert!(net.shutdown().iter().all(|r| r.is_ok()));
+}

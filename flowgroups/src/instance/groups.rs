@@ -206,3 +206,150 @@ impl GroupTracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flowgroup::FlowGroupConfig;
+    use crate::instance::rx::{FrameKind, classify};
+    use std::net::Ipv4Addr;
+    use tcp_core::Instant;
+    use tcp_core::stack::StackConfig;
+    use tcp_core::wire::EthernetAddress;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+
+    struct Pair {
+        server: Stack,
+        client: Stack,
+        tracker: GroupTracker,
+        hasher: FlowGroupHasher,
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            let mut server = Stack::new(StackConfig::new(
+                EthernetAddress([2, 0, 0, 0, 0, 2]),
+                SERVER,
+                24,
+                [1; 16],
+            ));
+            let mut client = Stack::new(StackConfig::new(
+                EthernetAddress([2, 0, 0, 0, 0, 9]),
+                CLIENT,
+                24,
+                [2; 16],
+            ));
+            server.add_neighbor(Instant::ZERO, CLIENT, EthernetAddress([2, 0, 0, 0, 0, 9]));
+            client.add_neighbor(Instant::ZERO, SERVER, EthernetAddress([2, 0, 0, 0, 0, 2]));
+            let cfg = FlowGroupConfig::default();
+            Pair {
+                server,
+                client,
+                tracker: GroupTracker::new(cfg.groups()),
+                hasher: FlowGroupHasher::new(&cfg),
+            }
+        }
+
+        /// Moves frames both ways; the server side accounts every segment it receives.
+        fn pump(&mut self) {
+            let mut buf = vec![0u8; 1514];
+            for _ in 0..20 {
+                let mut moved = false;
+                while let Some(n) = self.client.poll_transmit(Instant::ZERO, &mut buf) {
+                    moved = true;
+                    self.server.handle_frame(Instant::ZERO, &buf[..n]);
+                    if let FrameKind::Tcp { src, dst, .. } = classify(&buf[..n]) {
+                        let g = self.hasher.group_of(src.0, dst.0, src.1, dst.1);
+                        self.tracker.after_segment(
+                            &self.server,
+                            dst.1,
+                            SocketAddrV4::new(src.0, src.1),
+                            g,
+                        );
+                    }
+                }
+                while let Some(n) = self.server.poll_transmit(Instant::ZERO, &mut buf) {
+                    moved = true;
+                    self.client.handle_frame(Instant::ZERO, &buf[..n]);
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn segments_create_and_end_tracked_connections() {
+        let mut p = Pair::new();
+        let l = p.server.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 8).unwrap();
+        let c =
+            p.client.connect(Instant::ZERO, SocketAddrV4::new(SERVER, 80), Some(40000)).unwrap();
+        p.pump();
+        let g = p.hasher.group_of(CLIENT, SERVER, 40000, 80);
+        assert_eq!(p.tracker.connections(g), 1);
+        assert_eq!(p.tracker.created, 1);
+        // The peer resets before the connection is accepted: the segment that ends it is
+        // attributed too, no walk needed.
+        p.client.abort(c).unwrap();
+        p.pump();
+        assert_eq!(p.server.socket_count(), 0);
+        assert_eq!(p.tracker.connections(g), 0);
+        assert_eq!(p.tracker.reconciles, 0);
+        assert_eq!(p.server.accept_queue_len(l), Some(0));
+    }
+
+    #[test]
+    fn reconcile_settles_what_no_segment_explained() {
+        let mut p = Pair::new();
+        let l = p.server.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 8).unwrap();
+        p.client.connect(Instant::ZERO, SocketAddrV4::new(SERVER, 80), Some(40001)).unwrap();
+        p.pump();
+        let g = p.hasher.group_of(CLIENT, SERVER, 40001, 80);
+        let (s, _) = p.server.accept(l).unwrap();
+        // The application aborts: the stack frees the socket without any segment in.
+        p.server.abort(s).unwrap();
+        p.pump(); // the reset goes out; nothing comes back
+        assert_eq!(p.server.socket_count(), 0);
+        assert_eq!(p.tracker.connections(g), 1, "not yet noticed");
+        p.tracker.reconcile(&p.server, &p.hasher);
+        assert_eq!(p.tracker.connections(g), 0);
+        assert_eq!(p.tracker.reconciles, 1);
+        // An active open whose port the stack chose is found by the other walk.
+        let h = p.server.connect(Instant::ZERO, SocketAddrV4::new(CLIENT, 9), None).unwrap();
+        let port = p.server.tuple(h).unwrap().local.port();
+        p.tracker.reconcile(&p.server, &p.hasher);
+        let g = p.hasher.group_of(CLIENT, SERVER, 9, port);
+        assert_eq!(p.tracker.connections(g), 1);
+        // One chosen by us is tracked at once.
+        p.server.connect(Instant::ZERO, SocketAddrV4::new(CLIENT, 9), Some(50000)).unwrap();
+        p.tracker.after_connect(&p.server, &p.hasher, 50000, SocketAddrV4::new(CLIENT, 9));
+        assert_eq!(p.tracker.total(), 2);
+        assert_eq!(p.tracker.created, 3);
+    }
+
+    #[test]
+    fn publish_adds_packets_and_stores_connections() {
+        use crate::control::{ControlConfig, ControlLayout};
+        let cs = ControlSegment::create(
+            "t-inst-groups",
+            ControlLayout::new(1, 128, 1).unwrap(),
+            &ControlConfig::default(),
+        )
+        .unwrap();
+        let mut t = GroupTracker::new(128);
+        t.count_packet(5, true);
+        t.count_packet(5, false);
+        t.count_packet(9, false);
+        t.publish(&cs);
+        t.count_packet(5, false);
+        t.publish(&cs);
+        let g5 = cs.flow_group(5).unwrap();
+        assert_eq!((g5.packets.load(Ordering::Relaxed), g5.syns.load(Ordering::Relaxed)), (3, 1));
+        assert_eq!(cs.flow_group(9).unwrap().packets.load(Ordering::Relaxed), 1);
+        t.count_packet(200, true); // out of range: ignored, no panic
+        t.publish(&cs);
+    }
+}

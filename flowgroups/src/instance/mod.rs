@@ -248,8 +248,8 @@ struct PendingApps {
     fds: BTreeMap<u32, (u32, AppLayout, OwnedFd, OwnedFd)>,
 }
 
-/// Most app ids remembered as announced-but-without-descriptors (a plane that announces
-/// apps it never sends cannot grow this without bound).
+/// Most apps remembered as announced without descriptors, or with descriptors but not
+/// announced (a buggy plane cannot grow either set without bound).
 const MAX_PENDING_APPS: usize = 4096;
 
 /// A kernel instance. Build it with [`KernelInstance::new`], then call
@@ -480,6 +480,12 @@ impl KernelInstance {
                         self.counters.plane_errors += 1;
                         continue;
                     };
+                    if self.pending.fds.len() >= MAX_PENDING_APPS
+                        && !self.pending.fds.contains_key(&app_id)
+                    {
+                        self.counters.plane_errors += 1;
+                        continue;
+                    }
                     // A newer set of descriptors for the same id replaces the older one.
                     self.pending.fds.insert(app_id, (family, layout, segment, wake));
                     self.try_attach(app_id);
@@ -906,5 +912,24 @@ fn account(stack: &Stack, groups: &mut GroupTracker, kind: FrameKind, group: u32
         if dst.0 == stack.config().ipv4_addr {
             groups.after_segment(stack, dst.1, SocketAddrV4::new(src.0, src.1), group);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_and_its_setup_can_move_to_another_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<InstanceSetup>();
+        is_send::<KernelInstance>();
+    }
+
+    #[test]
+    fn an_iteration_that_only_checked_is_not_work() {
+        assert!(!Activity::default().did_work());
+        assert!(Activity { tx_blocked: true, ..Activity::default() }.did_work());
+        assert!(Activity { forwarded_in: 1, ..Activity::default() }.did_work());
     }
 }

@@ -493,7 +493,10 @@ pub fn run_echo_clients(
     let mut active: Vec<Conn> = Vec::new();
     let (mut started, mut done) = (0u32, 0u32);
     while done < total && std::time::Instant::now() < deadline {
-        while active.len() < concurrency && started < total {
+        // One connection first, so that ARP is resolved before a burst of SYNs would
+        // overflow the peer's queue of packets waiting for it (and wait out an RTO).
+        let limit = if done == 0 { 1 } else { concurrency };
+        while active.len() < limit && started < total {
             let now = peer.now();
             let h = peer.stack.connect(now, SocketAddrV4::new(SERVER_IP, port), None).unwrap();
             active.push(Conn { h, payload: started.to_le_bytes(), sent: false, got: Vec::new() });

@@ -17,6 +17,7 @@ pub mod channel;
 pub mod control;
 pub mod flowgroup;
 pub mod instance;
+pub mod plane;
 pub mod ports;
 pub mod shm;
 pub mod steering;

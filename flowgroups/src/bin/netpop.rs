@@ -1,20 +1,196 @@
-//! The `netpop` command. Only `help` exists today; `up`, `down`, `stat`, `capture` and
-//! `run` come with the flowgroups and shim work (see README).
+//! The `netpop` command: `up`, `down`, `stat`, `capture` (and the hidden `instance`, which
+//! the control plane runs once per queue). See `netpop help` and `flowgroups::plane`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use flowgroups::plane::admin::{self, AdminRequest};
+use flowgroups::plane::config::{ArgCursor, ConfigError, Target, parse_up};
+use flowgroups::plane::server::{DEFAULT_GRACE, ReadyReport};
+use flowgroups::plane::{PlaneError, child, daemon, run_up};
+
+const USAGE: &str = "\
+netpop — a userspace TCP/IP stack for multicore machines
+
+usage:
+  netpop up --ip A.B.C.D/P [options]     start the control plane and one kernel instance per queue
+      --name N                 name of this netpop (default netpop): socket <dir>/<N>.sock
+      --nic sim|afxdp:IF|ixgbe:PCI
+                               NIC backend (default sim: the 82599 model)
+      --wire tap:NAME|packet:IF|unix:PATH
+                               wire of the model (sim only; unix: a SOCK_SEQPACKET socket whose
+                               peer listens at PATH, one frame per record, no privileges)
+      --queues Q               kernel instances, 1..16 (default 1)
+      --gateway G              default gateway
+      --mac M                  MAC address (default: the NIC's; sim: 02:00:00:82:59:90)
+      --mtu BYTES              link MTU (default 1500)
+      --groups G               flow groups, a power of two (default 128; RETA NICs: at most 128)
+      --policy off|idle|live   balancer policy (default idle)
+      --cores LIST             pin instance i to the i-th CPU of LIST, e.g. 2-3 or 0,2
+      --socket-dir DIR         default /run/netpop (root), $XDG_RUNTIME_DIR/netpop or /tmp/netpop-$UID
+      --app-sockets N          sockets per app segment (default 1024)
+      --app-ring-slots N       request/completion ring slots per app and instance (default 256)
+      --app-socket-buffer B    bytes of each socket's rx and tx ring (default 65536)
+      --foreground             do not daemonise (the daemon logs to <dir>/<N>.log)
+  netpop down [--name N] [--socket-dir DIR] [--grace SECS]
+                               stop: Shutdown to the instances, SIGKILL after the grace period
+  netpop stat [--name N] [--socket-dir DIR] [--json] [--groups]
+                               per-instance (and per-flow-group) counters
+  netpop capture [--name N] [--socket-dir DIR] --instance I --count C --out FILE.pcap [--timeout SECS]
+                               write the next C frames of instance I to a pcap file
+";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("help" | "-h" | "--help") => {
-            println!("netpop — a userspace TCP/IP stack for multicore machines\n");
-            println!("usage: netpop <command>\n");
-            println!("commands (not built yet): up, down, stat, capture, run");
-            ExitCode::SUCCESS
+    let (cmd, rest) = match args.split_first() {
+        Some((cmd, rest)) => (cmd.as_str(), rest.to_vec()),
+        None => ("help", Vec::new()),
+    };
+    let result = match cmd {
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
         }
-        Some(cmd) => {
-            eprintln!("netpop: '{cmd}' is not built yet; see README.md for what exists today");
-            ExitCode::from(2)
+        "up" => up(rest),
+        "down" => down(&rest),
+        "stat" => stat(&rest),
+        "capture" => capture(&rest),
+        "instance" => child::run_instance(&rest).map_err(|e| e.to_string()),
+        other => Err(format!("unknown command '{other}' (try netpop help)")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netpop {cmd}: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn up(mut args: Vec<String>) -> Result<(), String> {
+    let ready_fd = daemon::take_ready_fd(&mut args).map_err(|e| e.to_string())?;
+    let config = parse_up(&args).map_err(|e| e.to_string())?;
+    if !config.foreground {
+        let line = daemon::launch(&config).map_err(|e| e.to_string())?;
+        println!("{line}");
+        return Ok(());
+    }
+    let mut ready = ReadyReport::default();
+    if let Some(fd) = ready_fd {
+        ready.launcher = Some(daemon::become_daemon(fd).map_err(|e: PlaneError| e.to_string())?);
+    }
+    run_up(config, ready).map_err(|e| e.to_string())
+}
+
+fn seconds(option: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+        .map(Duration::from_secs_f64)
+        .ok_or(ConfigError::Invalid {
+            option,
+            value: v.to_string(),
+            why: "expected seconds (0..3600)".into(),
+        })
+}
+
+fn down(args: &[String]) -> Result<(), String> {
+    let mut target = Target::default();
+    let mut grace = DEFAULT_GRACE;
+    let mut c = ArgCursor::new(args);
+    while let Some(opt) = c.next_option() {
+        if target.take(opt, &mut c).map_err(|e| e.to_string())? {
+            continue;
+        }
+        match opt {
+            "--grace" => {
+                grace = seconds("--grace", c.value("--grace").map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?
+            }
+            other => return Err(ConfigError::UnknownOption(other.to_string()).to_string()),
+        }
+    }
+    let grace_ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
+    let body = admin::request(
+        &target.socket_path(),
+        AdminRequest::Down { grace_ms },
+        None,
+        grace + Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("{}", body.trim_end());
+    Ok(())
+}
+
+fn stat(args: &[String]) -> Result<(), String> {
+    let mut target = Target::default();
+    let (mut json, mut groups) = (false, false);
+    let mut c = ArgCursor::new(args);
+    while let Some(opt) = c.next_option() {
+        if target.take(opt, &mut c).map_err(|e| e.to_string())? {
+            continue;
+        }
+        match opt {
+            "--json" => json = true,
+            "--groups" => groups = true,
+            other => return Err(ConfigError::UnknownOption(other.to_string()).to_string()),
+        }
+    }
+    let body = admin::request(
+        &target.socket_path(),
+        AdminRequest::Stat { json, groups },
+        None,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    print!("{body}");
+    Ok(())
+}
+
+fn capture(args: &[String]) -> Result<(), String> {
+    let mut target = Target::default();
+    let (mut instance, mut count, mut out, mut timeout) =
+        (None, None, None, Duration::from_secs(30));
+    let mut c = ArgCursor::new(args);
+    let e = |e: ConfigError| e.to_string();
+    while let Some(opt) = c.next_option() {
+        if target.take(opt, &mut c).map_err(e)? {
+            continue;
+        }
+        match opt {
+            "--instance" => {
+                let v = c.value("--instance").map_err(e)?;
+                instance = Some(v.parse::<u16>().map_err(|_| format!("invalid --instance '{v}'"))?);
+            }
+            "--count" => {
+                let v = c.value("--count").map_err(e)?;
+                let n = v.parse::<u32>().ok().filter(|&n| n > 0);
+                count = Some(n.ok_or_else(|| format!("invalid --count '{v}': a positive number"))?);
+            }
+            "--out" => out = Some(PathBuf::from(c.value("--out").map_err(e)?)),
+            "--timeout" => {
+                timeout = seconds("--timeout", c.value("--timeout").map_err(e)?).map_err(e)?
+            }
+            other => return Err(ConfigError::UnknownOption(other.to_string()).to_string()),
+        }
+    }
+    let instance = instance.ok_or_else(|| e(ConfigError::Required("--instance")))?;
+    let count = count.ok_or_else(|| e(ConfigError::Required("--count")))?;
+    let out = out.ok_or_else(|| e(ConfigError::Required("--out")))?;
+    let file = std::fs::File::create(&out).map_err(|err| format!("{}: {err}", out.display()))?;
+    let fd = std::os::fd::OwnedFd::from(file);
+    let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    let body = admin::request(
+        &target.socket_path(),
+        AdminRequest::Capture { instance, count, timeout_ms },
+        Some(&fd),
+        timeout + Duration::from_secs(10),
+    )
+    .map_err(|err| {
+        let _ = std::fs::remove_file(&out);
+        err.to_string()
+    })?;
+    println!("{}", body.trim_end());
+    Ok(())
 }

@@ -22,6 +22,7 @@
 pub mod byte_ring;
 pub mod eventfd;
 pub mod fdpass;
+pub mod process;
 pub mod ring;
 pub mod sys;
 

@@ -22,13 +22,13 @@
 //!
 //! Waits follow the channel's protocol: take a ticket, check, announce the sleep
 //! ([`Client::prepare_wait`]), compare the ticket again, then sleep in the kernel on the
-//! app's wake eventfd plus whatever kernel fds the caller waits for. Naps are capped at
-//! [`MAX_NAP`] because another thread (or the client itself) may clear the shared
-//! `sleeping` flag while this one sleeps, which would swallow the instance's wake-up.
+//! app's wake eventfd plus whatever kernel fds the caller waits for. The client counts the
+//! waiting threads, so any number of them may sleep at once without losing a wake-up;
+//! naps are capped at [`MAX_NAP`] only so that a waiter notices an instance that died.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use crate::real;
 use crate::{FDS, FdEntry};
 
 /// Longest single sleep in the kernel while a netpop socket is involved.
-pub(crate) const MAX_NAP: Duration = Duration::from_millis(50);
+pub(crate) const MAX_NAP: Duration = Duration::from_secs(1);
 
 /// The registered client of this process, with the generation it belongs to.
 #[derive(Clone, Debug)]
@@ -70,8 +70,6 @@ enum Status {
 static STATUS: Mutex<Status> = Mutex::new(Status::Untried);
 /// Bumped in every forked child.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
-/// Threads sleeping on the wake eventfd right now (see `sleep`).
-static SLEEPERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The current process generation.
 pub(crate) fn generation() -> u64 {
@@ -194,7 +192,6 @@ extern "C" fn after_fork_in_parent() {
 
 extern "C" fn after_fork_in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    SLEEPERS.store(0, Ordering::Relaxed);
     FORK_GUARDS.with(|g| {
         if let Some((mut st, table)) = g.borrow_mut().take() {
             if let Status::Active(_) = &*st {
@@ -281,8 +278,7 @@ pub(crate) fn sleep(
 ) -> Result<usize, Errno> {
     let wake = std::os::fd::AsRawFd::as_raw_fd(&client.wake_fd());
     fds.push(libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 });
-    SLEEPERS.fetch_add(1, Ordering::AcqRel);
-    client.prepare_wait();
+    let waiting = client.prepare_wait();
     let nap = if client.ticket() != ticket {
         Duration::ZERO
     } else {
@@ -293,24 +289,14 @@ pub(crate) fn sleep(
     // call; `sigmask` is null or the caller's valid signal set.
     let rc = unsafe { real::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, sigmask) };
     let saved = errno();
-    if SLEEPERS.fetch_sub(1, Ordering::AcqRel) == 1 {
-        // Last sleeper out: clear the flag and the counter.
-        let _ = client.finish_wait();
-    } else {
-        drain_eventfd(wake);
-    }
     let woke_by_wake = fds.pop().is_some_and(|p| p.revents != 0);
+    // The client drains the eventfd once the last waiting thread leaves.
+    let _ = waiting.finish(woke_by_wake);
     if rc < 0 {
         return Err(saved);
     }
     let ready = usize::try_from(rc).unwrap_or(0);
     Ok(ready.saturating_sub(usize::from(woke_by_wake)))
-}
-
-fn drain_eventfd(fd: libc::c_int) {
-    let mut value = 0u64;
-    // SAFETY: reads at most 8 bytes into a live u64; the wake eventfd is non-blocking.
-    let _ = unsafe { real::read(fd, (&mut value as *mut u64).cast(), 8) };
 }
 
 /// Runs `check` until it yields a value, sleeping between attempts while `blocking`.

@@ -6,12 +6,9 @@
 //! mutex, completions are matched to the waiting thread by their tag, and each socket's rx
 //! and tx ring ends have their own mutex, so any thread may use any socket.
 //!
-//! Blocking follows DESIGN.md "Shared memory and trust": take a ticket (the sum of the
-//! instances' change counters), check the condition, set `sleeping`, compare the ticket
-//! again and only then sleep on the wake eventfd. Instances write the eventfd only when
-//! `sleeping` is set, so a busy app costs them no system call. Within the process one
-//! thread (the leader) sleeps on the eventfd and the others on a condition variable that
-//! the leader signals, so no wake-up is swallowed by the wrong thread.
+//! Blocking follows DESIGN.md "Shared memory and trust": see [`wait`] for the protocol and
+//! for how several threads of one app sleep at once without losing a wake-up, and
+//! [`calls`] for how requests are matched with their completions.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -21,21 +18,28 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+mod calls;
+mod wait;
+
+pub use self::wait::WaitGuard;
+use self::wait::Waiters;
 
 use super::proto::{
     Completion, CompletionSlot, Errno, MESSAGE_LEN, RegistrationMessage, Request, RequestSlot,
     ShutdownHow, SockOption, SocketInfo,
 };
-use super::{AppLayout, AppSegment, HeaderWord, Readiness, SocketField, SocketId};
+use super::{AppLayout, AppSegment, Readiness, SocketField, SocketId};
 use crate::shm::{
     ByteRingReader, ByteRingWriter, EventFd, RingConsumer, RingProducer, recv_fds, send_fds,
 };
 
-/// Longest single sleep on the eventfd: a bound on the cost of any wake-up that is lost
-/// (for example because an instance died between two steps of the protocol).
-const MAX_NAP: Duration = Duration::from_millis(50);
+/// Longest single sleep on the eventfd. Wake-ups are not lost (see [`wait`]); this only
+/// bounds how long a waiter takes to notice something no instance announces (an instance
+/// that died between two steps of the protocol).
+const MAX_NAP: Duration = Duration::from_secs(1);
 /// How long a request may wait for its completion before the call fails with ETIMEDOUT
 /// (instances answer in microseconds; this only triggers if one died).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,14 +96,6 @@ struct Results {
     abandoned: HashSet<u64>,
 }
 
-#[derive(Debug, Default)]
-struct Sleepers {
-    /// A thread is sleeping on the eventfd.
-    leader: bool,
-    /// Bumped whenever the leader returns or a completion is delivered.
-    epoch: u64,
-}
-
 /// A registered application: its segment, wake eventfd and sockets.
 pub struct Client {
     seg: AppSegment,
@@ -115,8 +111,7 @@ pub struct Client {
     slots: Vec<SlotEntry>,
     free: Mutex<Vec<u32>>,
     next_tag: AtomicU64,
-    sleepers: Mutex<Sleepers>,
-    sleep_cv: Condvar,
+    waiters: Waiters,
     /// Kept open for the app's lifetime: its hang-up tells the plane the app is gone.
     registration: Option<UnixStream>,
 }
@@ -214,8 +209,7 @@ impl Client {
             // Lowest slots first, like the kernel's lowest free fd.
             free: Mutex::new((0..layout.sockets).rev().collect()),
             next_tag: AtomicU64::new(1),
-            sleepers: Mutex::new(Sleepers::default()),
-            sleep_cv: Condvar::new(),
+            waiters: Waiters::default(),
             registration: None,
         })
     }
@@ -709,256 +703,6 @@ impl Client {
             .socket_word(s.0, SocketField::EventSeq)
             .map(|w| w.load(Ordering::Acquire))
             .unwrap_or(0)
-    }
-
-    // ---------------------------------------------------------------------------------
-    // Waiting
-
-    /// The wait ticket: the sum of every instance's change counter. Take it *before*
-    /// checking readiness, then pass it to [`Client::wait_since`], and no change made
-    /// between the check and the sleep is missed.
-    pub fn ticket(&self) -> u64 {
-        (0..self.layout.instances)
-            .filter_map(|i| self.seg.event_seq(i).ok())
-            .fold(0u64, |acc, seq| acc.wrapping_add(seq.load(Ordering::Acquire)))
-    }
-
-    /// Sleeps until an instance changes something after `ticket` was taken, or `timeout`
-    /// passes (`None`: no limit, but the sleep is cut into short naps). Returns true if
-    /// the ticket moved. Also drains completions.
-    pub fn wait_since(&self, ticket: u64, timeout: Option<Duration>) -> io::Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            self.drain_completions()?;
-            if self.ticket() != ticket {
-                return Ok(true);
-            }
-            let nap = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    left.min(MAX_NAP)
-                }
-                None => MAX_NAP,
-            };
-            self.nap(ticket, nap)?;
-        }
-    }
-
-    /// Sleeps until something changes or `timeout` passes. Racy on its own (a change
-    /// between the caller's last check and this call is only seen after a nap); prefer
-    /// [`Client::ticket`] + [`Client::wait_since`].
-    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.wait_since(self.ticket(), timeout).map(|_| ())
-    }
-
-    /// For a caller that sleeps on [`Client::wake_fd`] itself (the shim's epoll): announce
-    /// the sleep. Then compare [`Client::ticket`] with the ticket taken before the
-    /// readiness check, and block only if it did not move; call [`Client::finish_wait`]
-    /// after waking.
-    pub fn prepare_wait(&self) {
-        if let Ok(w) = self.seg.header_word(HeaderWord::Sleeping) {
-            w.store(1, Ordering::Relaxed);
-        }
-        // SeqCst fence: the flag store is ordered before the ticket re-check that follows
-        // (pairs with the instance's fence between its change and its flag load).
-        fence(Ordering::SeqCst);
-    }
-
-    /// After a sleep on [`Client::wake_fd`]: clears the eventfd and the flag.
-    pub fn finish_wait(&self) -> io::Result<()> {
-        if let Ok(w) = self.seg.header_word(HeaderWord::Sleeping) {
-            w.store(0, Ordering::Relaxed);
-        }
-        self.wake.drain().map(|_| ())
-    }
-
-    /// One sleep of at most `nap`: on the eventfd if no other thread does, else on the
-    /// condition variable the sleeping thread signals.
-    fn nap(&self, ticket: u64, nap: Duration) -> io::Result<()> {
-        let mut s = lock(&self.sleepers);
-        if s.leader {
-            let epoch = s.epoch;
-            let _ = self
-                .sleep_cv
-                .wait_timeout_while(s, nap, |s| s.leader && s.epoch == epoch)
-                .unwrap_or_else(PoisonError::into_inner);
-            return Ok(());
-        }
-        s.leader = true;
-        drop(s);
-        self.prepare_wait();
-        let result =
-            if self.ticket() == ticket { self.wake.wait(Some(nap)).map(|_| ()) } else { Ok(()) };
-        let finished = self.finish_wait();
-        let mut s = lock(&self.sleepers);
-        s.leader = false;
-        s.epoch = s.epoch.wrapping_add(1);
-        drop(s);
-        self.sleep_cv.notify_all();
-        result.and(finished)
-    }
-
-    /// Runs `check` until it yields a value: between attempts, sleeps until an instance
-    /// changes something. Non-blocking (`blocking == false`): one attempt.
-    fn block_until<T>(
-        &self,
-        deadline: Option<Instant>,
-        blocking: bool,
-        mut check: impl FnMut() -> io::Result<Option<T>>,
-    ) -> io::Result<Option<T>> {
-        loop {
-            let ticket = self.ticket();
-            self.drain_completions()?;
-            if let Some(v) = check()? {
-                return Ok(Some(v));
-            }
-            if !blocking {
-                return Ok(None);
-            }
-            let nap = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(None);
-                    }
-                    left.min(MAX_NAP)
-                }
-                None => MAX_NAP,
-            };
-            self.nap(ticket, nap)?;
-        }
-    }
-
-    // ---------------------------------------------------------------------------------
-    // Requests and completions
-
-    fn new_tag(&self) -> u64 {
-        // Never NO_TAG: start at 1 and skip 0 on wrap-around.
-        loop {
-            let t = self.next_tag.fetch_add(1, Ordering::Relaxed);
-            if t != NO_TAG {
-                return t;
-            }
-        }
-    }
-
-    fn submit(&self, instance: u16, request: Request) -> io::Result<u64> {
-        let tag = self.new_tag();
-        self.submit_with_tag(instance, request, tag)?;
-        Ok(tag)
-    }
-
-    fn submit_untagged(&self, instance: u16, request: Request) -> io::Result<()> {
-        self.submit_with_tag(instance, request, NO_TAG)
-    }
-
-    /// Pushes a request, waiting (draining completions, which is what frees the instance
-    /// to take more requests) while the ring is full; then rings the doorbell if the
-    /// instance announced it sleeps.
-    fn submit_with_tag(&self, instance: u16, request: Request, tag: u64) -> io::Result<()> {
-        let ring = self.requests.get(usize::from(instance)).ok_or_else(|| err(Errno::EINVAL))?;
-        let slot = request.encode(tag);
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        loop {
-            if lock(ring).push(&slot).map_err(shm_io)? {
-                break;
-            }
-            self.ring_doorbell(instance)?;
-            if Instant::now() >= deadline {
-                return Err(err(Errno::ETIMEDOUT));
-            }
-            self.drain_completions()?;
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        self.ring_doorbell(instance)
-    }
-
-    fn ring_doorbell(&self, instance: u16) -> io::Result<()> {
-        let Some(bell) = self.doorbells.get(usize::from(instance)) else { return Ok(()) };
-        let flag = self.seg.instance_sleeping(instance).map_err(shm_io)?;
-        // SeqCst fence: the pushed tail is ordered before the flag load; the instance
-        // fences between setting the flag and checking its ring.
-        fence(Ordering::SeqCst);
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
-            bell.notify()?;
-        }
-        Ok(())
-    }
-
-    fn call(&self, instance: u16, request: Request) -> io::Result<Completion> {
-        let tag = self.submit(instance, request)?;
-        self.wait_completion(tag)
-    }
-
-    fn wait_completion(&self, tag: u64) -> io::Result<Completion> {
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        let found =
-            self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)))?;
-        match found {
-            Some(c) => Ok(c),
-            None => {
-                lock(&self.results).abandoned.insert(tag);
-                Err(err(Errno::ETIMEDOUT))
-            }
-        }
-    }
-
-    fn expect_done(&self, c: Completion) -> io::Result<()> {
-        match c {
-            Completion::Done { .. } => Ok(()),
-            Completion::Failed { errno, .. } => Err(err(errno)),
-            _ => Err(invalid("unexpected completion")),
-        }
-    }
-
-    /// Pops every completion ring that no other thread is draining right now and hands
-    /// each completion to its waiter.
-    fn drain_completions(&self) -> io::Result<()> {
-        let mut delivered = false;
-        for ring in &self.completions {
-            let Ok(mut ring) = ring.try_lock() else { continue };
-            while let Some(slot) = ring.pop().map_err(shm_io)? {
-                // A completion this client cannot decode was not written by an instance
-                // (the app scribbled on its own memory); there is nobody to give it to.
-                let Ok(c) = slot.decode(&self.layout) else { continue };
-                delivered |= self.deliver(c);
-            }
-        }
-        if delivered {
-            let mut s = lock(&self.sleepers);
-            s.epoch = s.epoch.wrapping_add(1);
-            drop(s);
-            self.sleep_cv.notify_all();
-        }
-        Ok(())
-    }
-
-    /// Files one completion; true if a waiting thread may want it.
-    fn deliver(&self, c: Completion) -> bool {
-        let tag = c.user();
-        if tag == NO_TAG {
-            return false;
-        }
-        let mut r = lock(&self.results);
-        if let Some(slot) = r.closing.remove(&tag) {
-            let left = r.closes_left.get(&slot).copied().unwrap_or(1).saturating_sub(1);
-            if left == 0 {
-                r.closes_left.remove(&slot);
-                drop(r);
-                self.release_slot(slot);
-            } else {
-                r.closes_left.insert(slot, left);
-            }
-            return false;
-        }
-        if r.abandoned.remove(&tag) {
-            return false;
-        }
-        r.done.insert(tag, c);
-        true
     }
 
     // ---------------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 //! Linux's errno for every misuse.
 //!
 //! A [`SockDesc`] is an open file description: `dup`ed fds share it (and its `O_NONBLOCK`
-//! flag, its options, its read-ahead), and its netpop socket is closed when the last fd goes
-//! (`Drop`). Blocking calls never hold the state lock while they sleep.
+//! flag and its options), and its netpop socket is closed when the last fd goes (`Drop`).
+//! Blocking calls never hold the state lock while they sleep.
 //!
-//! `MSG_PEEK` and `FIONREAD` are served from a read-ahead buffer (the stash): bytes taken
-//! from the channel but not yet given to the application, returned first by the next read.
+//! `MSG_PEEK` and `FIONREAD` look at the socket's receive ring in place
+//! ([`Client::peek`](flowgroups::channel::client::Client::peek),
+//! [`Client::readable`](flowgroups::channel::client::Client::readable)): nothing is taken
+//! from the channel before the application reads it.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -21,8 +23,6 @@ use crate::events::{self, PollState, Pollable};
 use crate::netpop::{self, Deadline, Link, block_on, io_errno};
 use crate::opts::SockOpts;
 
-/// Most bytes `FIONREAD` pulls into the stash to count them.
-const STASH_LIMIT: usize = 1 << 20;
 /// Ephemeral ports tried by `listen` on a socket bound to port 0 (Linux's default range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
 
@@ -74,7 +74,6 @@ pub(crate) struct SockDesc {
     nonblocking: AtomicBool,
     state: Mutex<State>,
     opts: Mutex<SockOpts>,
-    stash: Mutex<Vec<u8>>,
     /// SO_ERROR of a failed connect, reported once.
     pending_error: AtomicI32,
     /// A non-blocking connect said EINPROGRESS and no later `connect` has reported the
@@ -105,7 +104,6 @@ impl SockDesc {
             nonblocking: AtomicBool::new(nonblocking),
             state: Mutex::new(State::Fresh { bound: None }),
             opts: Mutex::new(SockOpts::new(buffer)),
-            stash: Mutex::new(Vec::new()),
             pending_error: AtomicI32::new(0),
             connect_unreported: AtomicBool::new(false),
         }
@@ -367,45 +365,22 @@ impl SockDesc {
         let deadline = Deadline::from_timeout(lock(&self.opts).rcv_timeout);
         let client = &conn.link.client;
         if flags & libc::MSG_PEEK != 0 {
-            return block_on(client, blocking, deadline, || {
-                let mut stash = lock(&self.stash);
-                if stash.is_empty() {
-                    let mut tmp = vec![0u8; buf.len()];
-                    match client.recv(conn.id, &mut tmp, false) {
-                        Ok(0) => return Ok(Some(0)),
-                        Ok(n) => stash.extend_from_slice(tmp.get(..n).unwrap_or(&[])),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                        Err(e) => return Err(io_errno(e)),
-                    }
-                }
-                let n = stash.len().min(buf.len());
-                if let (Some(d), Some(s)) = (buf.get_mut(..n), stash.get(..n)) {
-                    d.copy_from_slice(s);
-                }
-                Ok(Some(n))
+            return block_on(client, blocking, deadline, || match client.peek(conn.id, buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(io_errno(e)),
             });
         }
         let wait_all = flags & libc::MSG_WAITALL != 0 && blocking;
         let mut got = 0;
         loop {
             let rest = buf.get_mut(got..).unwrap_or(&mut []);
-            let step = block_on(client, blocking, deadline, || {
-                let mut stash = lock(&self.stash);
-                if !stash.is_empty() {
-                    let n = stash.len().min(rest.len());
-                    if let (Some(d), Some(s)) = (rest.get_mut(..n), stash.get(..n)) {
-                        d.copy_from_slice(s);
-                    }
-                    stash.drain(..n);
-                    return Ok(Some(n));
-                }
-                drop(stash);
-                match client.recv(conn.id, rest, false) {
+            let step =
+                block_on(client, blocking, deadline, || match client.recv(conn.id, rest, false) {
                     Ok(n) => Ok(Some(n)),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                     Err(e) => Err(io_errno(e)),
-                }
-            });
+                });
             match step {
                 Ok(0) => return Ok(got),
                 Ok(n) => got += n,
@@ -449,22 +424,15 @@ impl SockDesc {
         Ok(sent)
     }
 
-    /// `FIONREAD`: bytes readable now (pulled into the stash to be counted).
+    /// `FIONREAD`: bytes readable now, without taking them.
     pub(crate) fn readable_bytes(&self) -> Result<usize, Errno> {
-        let conn = match &*lock(&self.state) {
-            State::Listening { .. } => return Err(libc::EINVAL),
-            State::Connected { conn } if conn.link.is_current() => conn.clone(),
-            _ => return Ok(0),
-        };
-        let mut stash = lock(&self.stash);
-        let mut chunk = [0u8; 16 * 1024];
-        while stash.len() < STASH_LIMIT {
-            match conn.link.client.recv(conn.id, &mut chunk, false) {
-                Ok(n) if n > 0 => stash.extend_from_slice(chunk.get(..n).unwrap_or(&[])),
-                _ => break,
+        match &*lock(&self.state) {
+            State::Listening { .. } => Err(libc::EINVAL),
+            State::Connected { conn } if conn.link.is_current() => {
+                Ok(conn.link.client.readable(conn.id))
             }
+            _ => Ok(0),
         }
-        Ok(stash.len())
     }
 
     /// `shutdown`.
@@ -481,9 +449,6 @@ impl SockDesc {
             }
             _ => return Err(libc::ENOTCONN),
         };
-        if matches!(how, ShutdownHow::Read | ShutdownHow::Both) {
-            lock(&self.stash).clear();
-        }
         conn.link.client.shutdown(conn.id, how).map_err(io_errno)
     }
 
@@ -597,7 +562,6 @@ fn listen_ephemeral(link: &Link, backlog: u32) -> Result<(SocketId, u16), Errno>
 
 impl Pollable for SockDesc {
     fn poll_state(&self) -> PollState {
-        let stash_readable = !lock(&self.stash).is_empty();
         let listener = {
             let st = lock(&self.state);
             matches!(&*st, State::Listening { .. })
@@ -620,10 +584,7 @@ impl Pollable for SockDesc {
             State::Fresh { .. } => PollState { mask: events::UNCONNECTED_MASK, seq: 0 },
             State::Listening { .. } | State::Connecting { .. } => PollState { mask: 0, seq: 0 },
             State::Connected { conn } if conn.link.is_current() => {
-                let mut mask = events::stream_mask(conn.link.client.readiness(conn.id));
-                if stash_readable {
-                    mask |= events::IN | events::RDNORM;
-                }
+                let mask = events::stream_mask(conn.link.client.readiness(conn.id));
                 PollState { mask, seq: conn.link.client.event_count(conn.id) }
             }
             State::Connected { .. } => PollState { mask: events::failed_mask(false), seq: 0 },

@@ -492,17 +492,9 @@ impl Client {
                 self.ring_rx_doorbell(owner, s)?;
                 return Ok(n);
             }
-            if st.contains(Readiness::ERR) {
-                if let Some(e) = self.take_error(s) {
-                    return Err(e);
-                }
-                return Ok(0);
-            }
-            if st.contains(Readiness::RDHUP) {
-                return Ok(0);
-            }
-            if !blocking {
-                return Err(err(Errno::EAGAIN));
+            match self.nothing_to_read(s, st) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && blocking => {}
+                other => return other,
             }
             self.block_until(None, true, || {
                 let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
@@ -514,6 +506,52 @@ impl Client {
                 Ok(avail.is_none_or(|n| n > 0).then_some(()))
             })?;
         }
+    }
+
+    /// What a read of an empty receive ring returns, given the state word loaded *before*
+    /// the ring was looked at: the pending error (taken, as SO_ERROR is), end of stream,
+    /// or `WouldBlock`.
+    fn nothing_to_read(&self, s: SocketId, st: Readiness) -> io::Result<usize> {
+        if st.contains(Readiness::ERR) {
+            return match self.take_error(s) {
+                Some(e) => Err(e),
+                None => Ok(0),
+            };
+        }
+        if st.contains(Readiness::RDHUP) {
+            return Ok(0);
+        }
+        Err(err(Errno::EAGAIN))
+    }
+
+    /// Copies received bytes without taking them (`MSG_PEEK`): the next [`Client::recv`]
+    /// returns them again. Never blocks: `WouldBlock` if nothing arrived yet, `Ok(0)` at
+    /// end of stream, and a pending error is reported (and cleared) as `recv` does.
+    pub fn peek(&self, s: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream_of(s)?;
+        if self.shut_rd(s) || buf.is_empty() {
+            return Ok(0);
+        }
+        let entry = self.slot(s.0)?;
+        let state = self.seg.socket_word(s.0, SocketField::State).map_err(shm_io)?;
+        // State first, ring second, as in `recv`.
+        let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
+        let n = {
+            let mut rx = lock(&entry.rx);
+            let ring = rx.as_mut().ok_or_else(|| err(Errno::EBADF))?;
+            ring.peek(buf).map_err(shm_io)?
+        };
+        if n > 0 { Ok(n) } else { self.nothing_to_read(s, st) }
+    }
+
+    /// Bytes that can be read now without blocking (`FIONREAD`); 0 for anything that is
+    /// not a connection, and after `shutdown(SHUT_RD)`.
+    pub fn readable(&self, s: SocketId) -> usize {
+        if self.stream_of(s).is_err() || self.shut_rd(s) {
+            return 0;
+        }
+        let Ok(entry) = self.slot(s.0) else { return 0 };
+        lock(&entry.rx).as_mut().and_then(|r| r.readable().ok()).unwrap_or(0)
     }
 
     /// After reading: if the instance stalled on a full rx ring, tell it there is room.

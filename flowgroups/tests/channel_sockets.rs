@@ -62,3 +62,28 @@ fn peek_leaves_the_bytes_for_recv_and_readable_counts_them() {
     assert_eq!(c.readable(s), 0);
     c.close(s).unwrap();
 }
+
+#[test]
+fn abort_resets_the_connection_and_frees_the_slot() {
+    let h = Harness::new(1);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    let l = c.listen(91, 16).unwrap();
+    let p = h.peer_connect(0, 91);
+    let (s, _) = c.accept(l, true).unwrap();
+    h.peer_wait_established(0, p);
+    // Unsent bytes do not hold the reset back (a close would deliver them first).
+    c.send(s, &[7u8; 4000], true).unwrap();
+    c.abort(s).unwrap();
+    assert_eq!(h.peer_wait_closed(0, p), tcp_core::tcp::CloseReason::Reset);
+    eventually(c, "slot released", || c.free_slots() == 63);
+    assert!(c.abort(s).is_err(), "the socket is gone");
+    // The listener still works, and aborting it just closes it.
+    let p2 = h.peer_connect(0, 91);
+    let (s2, _) = c.accept(l, true).unwrap();
+    h.peer_wait_established(0, p2);
+    c.close(s2).unwrap();
+    assert!(h.peer_recv_to_eof(0, p2).is_empty());
+    c.abort(l).unwrap();
+    eventually(c, "all slots released", || c.free_slots() == 64);
+}

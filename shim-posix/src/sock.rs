@@ -90,9 +90,11 @@ impl Drop for SockDesc {
             State::Connecting { conn } | State::Connected { conn } => Some(conn.clone()),
             State::Fresh { .. } => None,
         };
+        let reset = self.opts.get_mut().unwrap_or_else(PoisonError::into_inner).resets_on_close();
         // A forked child never closes its parent's sockets: they are the parent's.
         if let Some(c) = conn.filter(|c| c.link.is_current()) {
-            let _ = c.link.client.close(c.id);
+            // SO_LINGER {on, 0}: the peer gets a RST, as from Linux.
+            let _ = if reset { c.link.client.abort(c.id) } else { c.link.client.close(c.id) };
         }
     }
 }

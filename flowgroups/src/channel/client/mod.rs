@@ -78,6 +78,13 @@ enum SlotKind {
     Closing,
 }
 
+/// How a socket is given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Close,
+    Abort,
+}
+
 #[derive(Debug)]
 struct SlotEntry {
     kind: Mutex<SlotKind>,
@@ -590,12 +597,25 @@ impl Client {
     /// has answered. Bytes already sent are still delivered (an orderly FIN follows), unless
     /// received bytes were left unread, which resets the connection as Linux does.
     pub fn close(&self, s: SocketId) -> io::Result<()> {
+        self.release(s, Ending::Close)
+    }
+
+    /// Resets a connection and releases the socket (`close` with `SO_LINGER {on, 0}`): a
+    /// RST goes to the peer at once and bytes not yet sent or read are dropped. On a
+    /// listener it is [`Client::close`]. Returns at once; the slot is reused once the
+    /// instance answered.
+    pub fn abort(&self, s: SocketId) -> io::Result<()> {
+        self.release(s, Ending::Abort)
+    }
+
+    fn release(&self, s: SocketId, how: Ending) -> io::Result<()> {
         let entry = self.slot(s.0)?;
-        let instances: Vec<u16> = {
+        let (instances, how) = {
             let mut kind = lock(&entry.kind);
             let targets = match &*kind {
-                SlotKind::Listener { .. } => (0..self.layout.instances).collect(),
-                SlotKind::Stream { owner, .. } => vec![*owner],
+                // Unsubscribing is the same either way; say Close.
+                SlotKind::Listener { .. } => ((0..self.layout.instances).collect(), Ending::Close),
+                SlotKind::Stream { owner, .. } => (vec![*owner], how),
                 _ => return Err(err(Errno::EBADF)),
             };
             *kind = SlotKind::Closing;
@@ -603,12 +623,18 @@ impl Client {
         };
         *lock(&entry.rx) = None;
         *lock(&entry.tx) = None;
-        self.close_on(s.0, &instances);
+        self.end_on(s.0, &instances, how);
         Ok(())
     }
 
     /// Sends `Close` for `slot` to `instances`; the slot is released when all answered.
     fn close_on(&self, slot: u32, instances: &[u16]) {
+        self.end_on(slot, instances, Ending::Close);
+    }
+
+    /// Sends `Close` or `Abort` for `slot` to `instances`; the slot is released when all
+    /// answered.
+    fn end_on(&self, slot: u32, instances: &[u16], how: Ending) {
         if instances.is_empty() {
             self.release_slot(slot);
             return;
@@ -624,8 +650,13 @@ impl Client {
                 r.closing.insert(tag, slot);
             }
         }
+        let sock = SocketId(slot);
+        let request = match how {
+            Ending::Close => Request::Close { sock },
+            Ending::Abort => Request::Abort { sock },
+        };
         for (&i, &tag) in instances.iter().zip(&tags) {
-            if self.submit_with_tag(i, Request::Close { sock: SocketId(slot) }, tag).is_err() {
+            if self.submit_with_tag(i, request, tag).is_err() {
                 // The ring is unusable: the slot is never reused (the instance may still
                 // hold it); the app is broken anyway.
                 let mut r = lock(&self.results);

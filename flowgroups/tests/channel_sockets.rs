@@ -4,9 +4,11 @@
 mod channel_support;
 
 use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use channel_support::Harness;
+use channel_support::{Harness, SERVER_IP, peer_ip};
+use flowgroups::channel::Readiness;
 use flowgroups::channel::client::Client;
 use flowgroups::channel::proto::ShutdownHow;
 
@@ -86,4 +88,56 @@ fn abort_resets_the_connection_and_frees_the_slot() {
     assert!(h.peer_recv_to_eof(0, p2).is_empty());
     c.abort(l).unwrap();
     eventually(c, "all slots released", || c.free_slots() == 64);
+}
+
+#[test]
+fn connect_from_a_bound_port_uses_it_or_says_address_in_use() {
+    let h = Harness::new(1);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    let server = SocketAddrV4::new(peer_ip(0), 5000);
+    let peer_listener = h
+        .with(|w| w.lanes[0].peer.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5000), 8))
+        .unwrap();
+    let s = c.connect_from(server, Some(40001), true).unwrap();
+    assert_eq!(c.addresses(s).unwrap(), (SocketAddrV4::new(SERVER_IP, 40001), server));
+    let (_, remote) =
+        h.wait_for("peer accepts", LONG, |w| w.lanes[0].peer.accept(peer_listener).ok());
+    assert_eq!(remote, SocketAddrV4::new(SERVER_IP, 40001), "the peer sees the bound port");
+
+    let again = c.connect_from(server, Some(40001), true).unwrap_err();
+    assert_eq!(again.raw_os_error(), Some(libc::EADDRINUSE), "same 4-tuple twice");
+    let l = c.listen(40002, 4).unwrap();
+    let on_listener = c.connect_from(server, Some(40002), false).unwrap_err();
+    assert_eq!(on_listener.raw_os_error(), Some(libc::EADDRINUSE), "a listening port");
+    let chosen = c.connect_from(server, Some(0), true).unwrap();
+    let port = c.addresses(chosen).unwrap().0.port();
+    assert!(port != 0 && port != 40001 && port != 40002, "port 0 means any: {port}");
+    for sock in [s, chosen, l] {
+        c.close(sock).unwrap();
+    }
+    eventually(c, "slots released", || c.free_slots() == 64);
+}
+
+#[test]
+fn connect_from_a_bound_port_is_made_by_the_instance_that_gets_the_replies() {
+    let h = Harness::new(2);
+    // Odd ports' replies reach instance 1, even ones instance 0.
+    h.with(|w| w.owns_reply = |instance, port| port % 2 == instance % 2);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    // Only instance 1's wire leads to peer 1: the connection can only complete if instance
+    // 1 made it, although the app's home is instance 0.
+    let server = SocketAddrV4::new(peer_ip(1), 5001);
+    let peer_listener = h
+        .with(|w| w.lanes[1].peer.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5001), 8))
+        .unwrap();
+    let s = c.connect_from(server, Some(40003), false).unwrap();
+    eventually(c, "connected", || c.readiness(s).contains(Readiness::CONNECTED));
+    let (p, remote) =
+        h.wait_for("peer 1 accepts", LONG, |w| w.lanes[1].peer.accept(peer_listener).ok());
+    assert_eq!(remote.port(), 40003);
+    c.send(s, b"via instance 1", true).unwrap();
+    assert_eq!(h.peer_recv_exact(1, p, 14), b"via instance 1");
+    c.close(s).unwrap();
 }

@@ -131,7 +131,8 @@ impl SockDesc {
     // -----------------------------------------------------------------------------------
     // Setting up
 
-    /// `bind`: records the address for `listen` and `getsockname`.
+    /// `bind`: records the address for `listen`, `connect` (the source port) and
+    /// `getsockname`.
     pub(crate) fn bind(&self, addr: SocketAddrV4) -> Result<(), Errno> {
         match &mut *lock(&self.state) {
             State::Fresh { bound: bound @ None } => {
@@ -229,8 +230,13 @@ impl SockDesc {
                             let _ = old.link.client.close(old.id);
                         }
                     }
+                    // bind() before connect(): the connection leaves from the bound port.
+                    let bound_port = match &*st {
+                        State::Fresh { bound } => bound.map(|a| a.port()),
+                        _ => None,
+                    };
                     let link = netpop::current_link()?;
-                    let id = link.client.connect(addr, false).map_err(io_errno)?;
+                    let id = link.client.connect_from(addr, bound_port, false).map_err(io_errno)?;
                     for o in lock(&self.opts).connection_options() {
                         let _ = link.client.set_option(id, o);
                     }

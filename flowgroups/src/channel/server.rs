@@ -36,6 +36,12 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// to this instance's flow groups); `None` lets the stack pick an ephemeral port.
 pub type SourcePortChooser<'a> = &'a mut dyn FnMut(&Stack, SocketAddrV4) -> Option<u16>;
 
+/// Says whether the replies of a connection from local port `port` to `remote` reach this
+/// instance (their flow group is this instance's). An app that bound its source port
+/// (`bind` before `connect`) gets its connection from the instance for which this holds;
+/// the others answer `EREMOTE` and the client asks the next one.
+pub type ReplyOwnerCheck<'a> = &'a mut dyn FnMut(&Stack, u16, SocketAddrV4) -> bool;
+
 /// What one `serve` call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServeStats {
@@ -106,6 +112,12 @@ pub struct AppServer {
     scratch: Vec<u8>,
 }
 
+/// The port decisions `serve` takes from the kernel instance.
+struct PortRules<'a, 'b> {
+    choose: &'b mut (dyn FnMut(&Stack, SocketAddrV4) -> Option<u16> + 'a),
+    owns_reply: &'b mut (dyn FnMut(&Stack, u16, SocketAddrV4) -> bool + 'a),
+}
+
 fn connect_errno(e: ConnectError) -> Errno {
     match e {
         ConnectError::Unreachable => Errno::ENETUNREACH,
@@ -174,6 +186,7 @@ impl AppServer {
         now: Instant,
         registry: &mut ListenerRegistry,
         ports: SourcePortChooser<'_>,
+        owns_reply: ReplyOwnerCheck<'_>,
     ) -> ServeStats {
         let before = self.totals;
         if self.broken.is_none() {
@@ -197,7 +210,7 @@ impl AppServer {
                     }
                 };
                 self.totals.requests += 1;
-                self.handle_slot(&slot, stack, now, registry, ports);
+                self.handle_slot(&slot, stack, now, registry, ports, owns_reply);
                 if self.broken.is_some() {
                     break;
                 }
@@ -222,6 +235,7 @@ impl AppServer {
         now: Instant,
         registry: &mut ListenerRegistry,
         ports: SourcePortChooser<'_>,
+        owns_reply: ReplyOwnerCheck<'_>,
     ) {
         let completion = match slot.decode(&self.layout) {
             Err(e) => {
@@ -229,7 +243,8 @@ impl AppServer {
                 Some(Completion::failed(slot, e.errno()))
             }
             Ok(request) => {
-                let result = self.execute(request, slot.user, stack, now, registry, ports);
+                let rules = PortRules { choose: ports, owns_reply };
+                let result = self.execute(request, slot.user, stack, now, registry, rules);
                 match result {
                     Ok(c) => c,
                     Err(errno) => Some(Completion::failed(slot, errno)),
@@ -263,7 +278,7 @@ impl AppServer {
         stack: &mut Stack,
         now: Instant,
         registry: &mut ListenerRegistry,
-        ports: SourcePortChooser<'_>,
+        ports: PortRules<'_, '_>,
     ) -> Result<Option<Completion>, Errno> {
         let app = self.app_id();
         match request {
@@ -291,12 +306,31 @@ impl AppServer {
                 self.pump_rx(stack, new_sock.0);
                 Ok(Some(Completion::Accepted { user, listener, sock: new_sock, peer, local }))
             }
-            Request::Connect { sock, addr } => {
+            Request::Connect { sock, addr, local_port } => {
                 if self.slot_in_use(registry, sock.0) {
                     return Err(Errno::EISCONN);
                 }
-                let port = ports(stack, addr);
-                let conn = stack.connect(now, addr, port).map_err(connect_errno)?;
+                let port = match local_port {
+                    Some(p) => {
+                        // A listening port is taken on every instance (listeners are
+                        // replicated), so this answer does not depend on which one asks.
+                        if registry.subscribers(p) > 0 {
+                            return Err(Errno::EADDRINUSE);
+                        }
+                        if !(ports.owns_reply)(stack, p, addr) {
+                            return Err(Errno::EREMOTE);
+                        }
+                        if !stack.tuple_free(p, addr) {
+                            return Err(Errno::EADDRINUSE);
+                        }
+                        Some(p)
+                    }
+                    None => (ports.choose)(stack, addr),
+                };
+                let conn = stack.connect(now, addr, port).map_err(|e| match (e, local_port) {
+                    (ConnectError::AddrInUse, Some(_)) => Errno::EADDRINUSE,
+                    (e, _) => connect_errno(e),
+                })?;
                 let local = match stack.tuple(conn) {
                     Ok(t) => t.local,
                     Err(_) => return Err(Errno::ECONNABORTED),
@@ -853,16 +887,30 @@ impl ChannelHub {
         }
     }
 
-    /// Serves every attached app once.
+    /// Serves every attached app once. A connection from a source port the app bound is
+    /// made here whatever its reply hash; see [`ChannelHub::serve_checked`].
     pub fn serve(
         &mut self,
         stack: &mut Stack,
         now: Instant,
         ports: SourcePortChooser<'_>,
     ) -> ServeStats {
+        self.serve_checked(stack, now, ports, &mut |_, _, _| true)
+    }
+
+    /// Serves every attached app once; a connection from a source port the app bound is
+    /// made only if `owns_reply` says its replies reach this instance (else the client
+    /// asks another instance).
+    pub fn serve_checked(
+        &mut self,
+        stack: &mut Stack,
+        now: Instant,
+        ports: SourcePortChooser<'_>,
+        owns_reply: ReplyOwnerCheck<'_>,
+    ) -> ServeStats {
         let mut total = ServeStats::default();
         for server in self.apps.values_mut() {
-            let s = server.serve(stack, now, &mut self.registry, &mut *ports);
+            let s = server.serve(stack, now, &mut self.registry, &mut *ports, &mut *owns_reply);
             total.add(&s);
         }
         total

@@ -50,6 +50,9 @@ pub struct World {
     pub iterations: u64,
     /// How often stale accept queues get another wake-up (`None`: never).
     pub rewake_every: Option<Duration>,
+    /// Whether instance `i` receives the replies of a connection from local port `p`
+    /// (what flow-group ownership decides in a real instance); every instance by default.
+    pub owns_reply: fn(u16, u16) -> bool,
 }
 
 pub struct Harness {
@@ -87,6 +90,7 @@ impl Harness {
             now: tcp_core::Instant::ZERO,
             iterations: 0,
             rewake_every: Some(Duration::from_millis(5)),
+            owns_reply: |_, _| true,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -269,10 +273,13 @@ fn instance_loop(world: &Mutex<World>, stop: &AtomicBool) {
             let now = tcp_core::Instant::from_nanos(start.elapsed().as_nanos() as u64);
             w.now = now;
             let rewake = w.rewake_every.is_some_and(|every| last_rewake.elapsed() > every);
-            for lane in &mut w.lanes {
+            let owns_reply = w.owns_reply;
+            for (index, lane) in w.lanes.iter_mut().enumerate() {
                 let Lane { server, peer, hub, peer_events, .. } = lane;
                 for _ in 0..4 {
-                    let stats = hub.serve(server, now, &mut |_, _| None);
+                    let stats = hub.serve_checked(server, now, &mut |_, _| None, &mut |_, p, _| {
+                        owns_reply(index as u16, p)
+                    });
                     busy |= stats.requests > 0;
                     let mut moved = false;
                     while let Some(e) = server.poll_event() {

@@ -371,17 +371,44 @@ impl Client {
     /// is queued; [`Client::readiness`] reports `CONNECTED` (and WRITABLE) or `ERR`
     /// (then [`Client::take_error`] says why).
     pub fn connect(&self, addr: SocketAddrV4, blocking: bool) -> io::Result<SocketId> {
+        self.connect_from(addr, None, blocking)
+    }
+
+    /// [`Client::connect`] from a chosen source port (`bind` before `connect`): `Some(p)`
+    /// uses port `p` or fails with `EADDRINUSE` (a listener has it, or a connection from
+    /// it to `addr` exists); `None` or `Some(0)` lets the instance choose. The connection
+    /// is made by the instance that receives its replies (the home instance first).
+    pub fn connect_from(
+        &self,
+        addr: SocketAddrV4,
+        local_port: Option<u16>,
+        blocking: bool,
+    ) -> io::Result<SocketId> {
+        let local_port = local_port.filter(|&p| p != 0);
         let slot = self.alloc_slot()?;
         let sock = SocketId(slot);
-        match self.call(self.home, Request::Connect { sock, addr })? {
-            Completion::Connecting { local, .. } => {
-                self.attach_stream(slot, self.home, local, addr)?
+        let n = self.layout.instances;
+        let mut started = false;
+        for instance in (0..n).map(|k| (self.home + k) % n) {
+            match self.call(instance, Request::Connect { sock, addr, local_port })? {
+                Completion::Connecting { local, .. } => {
+                    self.attach_stream(slot, instance, local, addr)?;
+                    started = true;
+                    break;
+                }
+                // Only a bound port is refused this way: its replies go to another instance.
+                Completion::Failed { errno, .. }
+                    if errno == Errno::EREMOTE && local_port.is_some() => {}
+                Completion::Failed { errno, .. } => {
+                    self.release_slot(slot);
+                    return Err(err(errno));
+                }
+                _ => return Err(invalid("unexpected completion")),
             }
-            Completion::Failed { errno, .. } => {
-                self.release_slot(slot);
-                return Err(err(errno));
-            }
-            _ => return Err(invalid("unexpected completion")),
+        }
+        if !started {
+            self.release_slot(slot);
+            return Err(err(Errno::EADDRNOTAVAIL));
         }
         if blocking {
             let state = self.seg.socket_word(slot, SocketField::State).map_err(shm_io)?;

@@ -12,7 +12,9 @@
 //! # fork
 //!
 //! A child is a new application (DESIGN.md "Processes"): the atfork child handler bumps
-//! the process generation, and the child registers again on its next netpop call. Sockets
+//! the process generation and lets go of the parent's client
+//! ([`Client::forget_after_fork`]: its registration socket is closed in the child, and it
+//! sends nothing), and the child registers again on its next netpop call. Sockets
 //! remember the generation of the client that created them, so the child never drives the
 //! parent's rings (they are single-producer: the parent still uses them). Inherited
 //! listeners re-subscribe to their port in the child's own registration; inherited
@@ -194,9 +196,12 @@ extern "C" fn after_fork_in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
     FORK_GUARDS.with(|g| {
         if let Some((mut st, table)) = g.borrow_mut().take() {
-            if let Status::Active(_) = &*st {
-                // Register afresh on first use; the parent's client stays alive only as
-                // long as inherited sockets refer to it, and is never used again here.
+            if let Status::Active(link) = &*st {
+                // The parent's client: close this process's copy of its registration
+                // socket (the plane must see the parent's death when it comes) and make
+                // sure nothing here sends on its rings. Its memory goes when the last
+                // inherited socket referring to it is closed. Register afresh on first use.
+                link.client.forget_after_fork();
                 *st = Status::Untried;
             }
             drop(table);

@@ -17,8 +17,8 @@ use std::net::SocketAddrV4;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 mod calls;
@@ -120,7 +120,9 @@ pub struct Client {
     next_tag: AtomicU64,
     waiters: Waiters,
     /// Kept open for the app's lifetime: its hang-up tells the plane the app is gone.
-    registration: Option<UnixStream>,
+    registration: Mutex<Option<UnixStream>>,
+    /// Set by [`Client::forget_after_fork`]: the client belongs to the parent process.
+    forgotten: AtomicBool,
 }
 
 impl fmt::Debug for Client {
@@ -169,7 +171,7 @@ impl Client {
         }
         let segment = AppSegment::open(seg_fd, layout, Some(app_id)).map_err(shm_io)?;
         let mut client = Client::from_parts(segment, EventFd::from_fd(wake_fd)?, home, doorbells)?;
-        client.registration = Some(sock);
+        client.registration = Mutex::new(Some(sock));
         Ok(client)
     }
 
@@ -217,7 +219,8 @@ impl Client {
             free: Mutex::new((0..layout.sockets).rev().collect()),
             next_tag: AtomicU64::new(1),
             waiters: Waiters::default(),
-            registration: None,
+            registration: Mutex::new(None),
+            forgotten: AtomicBool::new(false),
         })
     }
 
@@ -737,6 +740,7 @@ impl Client {
 
     /// The socket's pending error (SO_ERROR), cleared by reading it.
     pub fn take_error(&self, s: SocketId) -> Option<io::Error> {
+        self.check_usable().ok()?;
         let w = self.seg.socket_word(s.0, SocketField::Error).ok()?;
         let e = w.swap(0, Ordering::AcqRel);
         let e = i32::try_from(e).ok().filter(|&e| e > 0 && e < 4096)?;
@@ -805,10 +809,12 @@ impl Client {
     // Slots
 
     fn slot(&self, slot: u32) -> io::Result<&SlotEntry> {
+        self.check_usable()?;
         self.slots.get(slot as usize).ok_or_else(|| err(Errno::EBADF))
     }
 
     fn alloc_slot(&self) -> io::Result<u32> {
+        self.check_usable()?;
         let slot = lock(&self.free).pop().ok_or_else(|| err(Errno::EMFILE))?;
         // No instance touches a free slot, so the app may clear what a previous owner
         // left; a connection's binding instance resets the entry again anyway.
@@ -847,6 +853,37 @@ impl Client {
     fn shut_rd(&self, s: SocketId) -> bool {
         self.slot(s.0)
             .is_ok_and(|e| matches!(&*lock(&e.kind), SlotKind::Stream { shut_rd: true, .. }))
+    }
+
+    /// In a forked child, on the client the child inherited from its parent: lets go of
+    /// it without touching anything the parent still uses. Closes the child's copy of the
+    /// registration socket at once (the plane takes the app's death from the hang-up of
+    /// that socket, which must not wait for the child), and from then on every call fails
+    /// with `EBADF` or reports nothing, without sending a request or writing the segment:
+    /// closing an inherited socket in the child leaves the parent's connection alone. The
+    /// mapping and the other descriptors go when the last reference does.
+    ///
+    /// Safe to call between `fork` and `exec` in a child of a multithreaded parent: it
+    /// takes no lock another thread of the parent could have held.
+    pub fn forget_after_fork(&self) {
+        self.forgotten.store(true, Ordering::Release);
+        // Only this function locks it after registration, so `try_lock` cannot miss a
+        // holder that vanished in the fork.
+        let registration = match self.registration.try_lock() {
+            Ok(mut g) => g.take(),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().take(),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        drop(registration);
+    }
+
+    /// True once [`Client::forget_after_fork`] was called.
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Acquire)
+    }
+
+    fn check_usable(&self) -> io::Result<()> {
+        if self.is_forgotten() { Err(err(Errno::EBADF)) } else { Ok(()) }
     }
 
     /// Free socket slots (for leak checks).

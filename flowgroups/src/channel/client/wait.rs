@@ -108,6 +108,7 @@ impl Client {
     /// passes (`None`: no limit). Returns true if the ticket moved. Also drains
     /// completions.
     pub fn wait_since(&self, ticket: u64, timeout: Option<Duration>) -> io::Result<bool> {
+        self.check_usable()?;
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             self.drain_completions()?;

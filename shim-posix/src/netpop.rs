@@ -20,6 +20,16 @@
 //! listeners re-subscribe to their port in the child's own registration; inherited
 //! connections cannot be used by the child (see the crate documentation).
 //!
+//! # Signals
+//!
+//! A signal that arrives while a netpop call waits ends it with `EINTR`: the waits here
+//! and the client's own waits for the instances' answers ([`Client::set_sleep`]) all sleep
+//! in `ppoll`. `SA_RESTART` is not consulted (Linux would restart a blocking `accept`,
+//! `recv`, `send` or `connect` without a timeout set); programs that handle `EINTR`, as
+//! servers do, see no difference. An `accept` interrupted while its instance was handing
+//! over a connection keeps that connection for the next `accept`; a blocking `connect`
+//! interrupted during the handshake goes on in the background, as POSIX says.
+//!
 //! # Sleeping
 //!
 //! Waits follow the channel's protocol: take a ticket, check, announce the sleep
@@ -30,6 +40,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -126,7 +137,10 @@ fn register() -> Status {
         return Status::Disabled;
     }
     match Client::register(&config.socket_path) {
-        Ok(client) => Status::Active(Link { client: Arc::new(client), generation: generation() }),
+        Ok(mut client) => {
+            client.set_sleep(sleep_until_signal);
+            Status::Active(Link { client: Arc::new(client), generation: generation() })
+        }
         Err(e) => {
             if config.required {
                 notice(&format!(
@@ -302,6 +316,19 @@ pub(crate) fn sleep(
     }
     let ready = usize::try_from(rc).unwrap_or(0);
     Ok(ready.saturating_sub(usize::from(woke_by_wake)))
+}
+
+/// How the client's own blocking waits (for the instances' answers) sleep in this
+/// process: like every other netpop wait here, a signal ends them with `EINTR`.
+fn sleep_until_signal(fd: BorrowedFd<'_>, timeout: Duration) -> std::io::Result<bool> {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ts = timespec_of(timeout);
+    // SAFETY: one live, writable pollfd; `ts` outlives the call; the signal mask is kept.
+    let rc = unsafe { real::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(errno()));
+    }
+    Ok(rc > 0)
 }
 
 /// Runs `check` until it yields a value, sleeping between attempts while `blocking`.

@@ -6,6 +6,19 @@ use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
 use super::{CALL_TIMEOUT, Client, NO_TAG, err, invalid, lock, shm_io};
+
+/// What to do with the completion of a request whose caller gave up waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Abandoned {
+    /// Nothing to undo (the request binds no slot, or its caller cleans up itself).
+    Ignore,
+    /// An `Accept` into `slot`: a connection it brought is parked for the listener's next
+    /// accept; a failure frees the slot.
+    Accept { listener: u32, slot: u32, instance: u16 },
+    /// A `Connect` in `slot`: the connection is closed (its caller never got it); a
+    /// failure frees the slot.
+    Connect { slot: u32, instance: u16 },
+}
 use crate::channel::proto::{Completion, Errno, Request};
 
 impl Client {
@@ -67,22 +80,45 @@ impl Client {
         Ok(())
     }
 
+    /// Sends `request` to `instance` and waits for its completion. If the wait ends early
+    /// (a signal, or no answer in time), what the request may still do is undone when its
+    /// completion arrives (see [`Abandoned`]).
     pub(super) fn call(&self, instance: u16, request: Request) -> io::Result<Completion> {
         let tag = self.submit(instance, request)?;
-        self.wait_completion(tag)
+        let if_abandoned = match request {
+            Request::Accept { listener, new_sock } => {
+                Abandoned::Accept { listener: listener.0, slot: new_sock.0, instance }
+            }
+            Request::Connect { sock, .. } => Abandoned::Connect { slot: sock.0, instance },
+            _ => Abandoned::Ignore,
+        };
+        self.wait_completion(tag, if_abandoned)
     }
 
-    pub(super) fn wait_completion(&self, tag: u64) -> io::Result<Completion> {
+    /// Waits for the completion tagged `tag`. A signal during the wait (see
+    /// [`Client::set_sleep`]) ends it with `Interrupted`, a silent instance with
+    /// `ETIMEDOUT`; either way the completion, when it comes, is handled as `if_abandoned`
+    /// says, so no socket slot leaks.
+    pub(super) fn wait_completion(
+        &self,
+        tag: u64,
+        if_abandoned: Abandoned,
+    ) -> io::Result<Completion> {
         let deadline = Instant::now() + CALL_TIMEOUT;
-        let found =
-            self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)))?;
-        match found {
-            Some(c) => Ok(c),
-            None => {
-                lock(&self.results).abandoned.insert(tag);
-                Err(err(Errno::ETIMEDOUT))
-            }
+        let waited =
+            self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)));
+        let error = match waited {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) => err(Errno::ETIMEDOUT),
+            Err(e) => e,
+        };
+        let mut r = lock(&self.results);
+        // Filed after the last check: the call did complete.
+        if let Some(c) = r.done.remove(&tag) {
+            return Ok(c);
         }
+        r.abandoned.insert(tag, if_abandoned);
+        Err(error)
     }
 
     pub(super) fn expect_done(&self, c: Completion) -> io::Result<()> {
@@ -130,10 +166,49 @@ impl Client {
             }
             return false;
         }
-        if r.abandoned.remove(&tag) {
-            return false;
+        if let Some(action) = r.abandoned.remove(&tag) {
+            drop(r);
+            return self.undo(action, c);
         }
         r.done.insert(tag, c);
         true
+    }
+
+    /// Deals with the completion of a request whose caller stopped waiting; true if a
+    /// waiting thread may want the result (a parked connection).
+    fn undo(&self, action: Abandoned, c: Completion) -> bool {
+        match (action, c) {
+            (
+                Abandoned::Accept { listener, slot, instance },
+                Completion::Accepted { sock, peer, local, .. },
+            ) if sock.0 == slot => {
+                // The instance took the connection off its accept queue: keep it for the
+                // listener's next accept rather than drop a connection Linux would keep.
+                if self.is_listener(listener)
+                    && self.attach_stream(slot, instance, local, peer).is_ok()
+                {
+                    let mut r = lock(&self.results);
+                    r.parked.entry(listener).or_default().push_back((slot, peer));
+                    return true;
+                }
+                self.close_on(slot, &[instance]);
+                false
+            }
+            (Abandoned::Connect { slot, instance }, Completion::Connecting { .. }) => {
+                // The caller never got the socket: nobody will use the connection.
+                self.close_on(slot, &[instance]);
+                false
+            }
+            (
+                Abandoned::Accept { slot, .. } | Abandoned::Connect { slot, .. },
+                Completion::Failed { .. },
+            ) => {
+                self.release_slot(slot);
+                false
+            }
+            // A completion that does not fit the request was not written by an instance;
+            // the slot stays reserved rather than be reused while an instance may hold it.
+            _ => false,
+        }
     }
 }

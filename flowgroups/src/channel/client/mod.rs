@@ -10,7 +10,7 @@
 //! for how several threads of one app sleep at once without losing a wake-up, and
 //! [`calls`] for how requests are matched with their completions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddrV4;
@@ -24,8 +24,9 @@ use std::time::Duration;
 mod calls;
 mod wait;
 
-pub use self::wait::WaitGuard;
+use self::calls::Abandoned;
 use self::wait::Waiters;
+pub use self::wait::{SleepFn, WaitGuard, sleep_through_signals};
 
 use super::proto::{
     Completion, CompletionSlot, Errno, MESSAGE_LEN, RegistrationMessage, Request, RequestSlot,
@@ -100,7 +101,10 @@ struct Results {
     /// Slot -> close completions still expected.
     closes_left: HashMap<u32, u16>,
     /// Tags whose caller gave up waiting.
-    abandoned: HashSet<u64>,
+    abandoned: HashMap<u64, Abandoned>,
+    /// Listener slot -> connections accepted for a caller that stopped waiting (a signal),
+    /// handed out by the next accept.
+    parked: HashMap<u32, VecDeque<(u32, SocketAddrV4)>>,
 }
 
 /// A registered application: its segment, wake eventfd and sockets.
@@ -119,6 +123,8 @@ pub struct Client {
     free: Mutex<Vec<u32>>,
     next_tag: AtomicU64,
     waiters: Waiters,
+    /// How threads sleep on the wake eventfd.
+    sleep: SleepFn,
     /// Kept open for the app's lifetime: its hang-up tells the plane the app is gone.
     registration: Mutex<Option<UnixStream>>,
     /// Set by [`Client::forget_after_fork`]: the client belongs to the parent process.
@@ -219,6 +225,7 @@ impl Client {
             free: Mutex::new((0..layout.sockets).rev().collect()),
             next_tag: AtomicU64::new(1),
             waiters: Waiters::default(),
+            sleep: sleep_through_signals,
             registration: Mutex::new(None),
             forgotten: AtomicBool::new(false),
         })
@@ -270,10 +277,9 @@ impl Client {
             }
         }
         let mut first_error = None;
-        let mut subscribed = Vec::new();
-        for &(i, tag) in &tags {
-            match self.wait_completion(tag) {
-                Ok(Completion::Listening { .. }) => subscribed.push(i),
+        for &(_, tag) in &tags {
+            match self.wait_completion(tag, Abandoned::Ignore) {
+                Ok(Completion::Listening { .. }) => {}
                 Ok(Completion::Failed { errno, .. }) => {
                     first_error.get_or_insert(err(errno));
                 }
@@ -286,7 +292,11 @@ impl Client {
             }
         }
         if let Some(e) = first_error {
-            self.close_on(slot, &subscribed);
+            // Every instance that got the Listen, also those whose answer did not come
+            // (a signal, a timeout): each takes the Close after the Listen, so none keeps
+            // the subscription; those that refused answer it with an error, which is fine.
+            let sent: Vec<u16> = tags.iter().map(|&(i, _)| i).collect();
+            self.close_on(slot, &sent);
             return Err(e);
         }
         *lock(&self.slot(slot)?.kind) = SlotKind::Listener { port, backlog };
@@ -298,7 +308,7 @@ impl Client {
         {
             let mut r = lock(&self.results);
             for (_, tag) in sent {
-                r.abandoned.insert(tag);
+                r.abandoned.insert(tag, Abandoned::Ignore);
             }
         }
         self.close_on(slot, &instances);
@@ -324,14 +334,21 @@ impl Client {
             self.seg.socket_word(listener.0, SocketField::AcceptReady).map_err(shm_io)?;
         let mut tries = 0u32;
         loop {
-            let mask = self.block_until(None, blocking, || {
+            let ready = self.block_until(None, blocking, || {
                 if !self.is_listener(listener.0) {
                     return Err(err(Errno::EBADF));
                 }
+                if let Some(parked) = self.take_parked(listener.0) {
+                    return Ok(Some(Err(parked)));
+                }
                 let m = mask_word.load(Ordering::Acquire) & all;
-                Ok((m != 0).then_some(m))
+                Ok((m != 0).then_some(Ok(m)))
             })?;
-            let Some(mask) = mask else { return Err(err(Errno::EAGAIN)) };
+            let mask = match ready {
+                None => return Err(err(Errno::EAGAIN)),
+                Some(Err((slot, peer))) => return Ok((SocketId(slot), peer)),
+                Some(Ok(mask)) => mask,
+            };
             let instance = self.pick_instance(mask);
             let new = self.alloc_slot()?;
             let result = self.call(instance, Request::Accept { listener, new_sock: SocketId(new) });
@@ -356,12 +373,22 @@ impl Client {
                     self.release_slot(new);
                     return Err(invalid("unexpected completion"));
                 }
-                Err(e) => {
-                    // The instance may still bind the slot later: never reuse it.
-                    return Err(e);
-                }
+                // A signal or a silent instance: the connection, if the instance hands
+                // one over later, is parked for the next accept (see `calls::Abandoned`).
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A connection accepted for a caller that stopped waiting, if `listener` has one.
+    fn take_parked(&self, listener: u32) -> Option<(u32, SocketAddrV4)> {
+        let mut r = lock(&self.results);
+        let queue = r.parked.get_mut(&listener)?;
+        let first = queue.pop_front();
+        if queue.is_empty() {
+            r.parked.remove(&listener);
+        }
+        first
     }
 
     /// Home instance if its bit is set, else the first set bit after it.
@@ -653,6 +680,12 @@ impl Client {
         };
         *lock(&entry.rx) = None;
         *lock(&entry.tx) = None;
+        // Connections accepted for an interrupted accept die with their listener, as
+        // unaccepted connections do on Linux.
+        let parked = lock(&self.results).parked.remove(&s.0).unwrap_or_default();
+        for (slot, _) in parked {
+            let _ = self.release(SocketId(slot), Ending::Abort);
+        }
         self.end_on(s.0, &instances, how);
         Ok(())
     }
@@ -759,6 +792,7 @@ impl Client {
             .seg
             .socket_word(s.0, SocketField::Error)
             .is_ok_and(|w| w.load(Ordering::Relaxed) != 0);
+        let parked = lock(&self.results).parked.contains_key(&s.0);
         let kind = lock(&entry.kind);
         match &*kind {
             SlotKind::Listener { .. } => {
@@ -768,7 +802,7 @@ impl Client {
                     .map(|w| w.load(Ordering::Acquire))
                     .unwrap_or(0);
                 let mut r = Readiness::LISTENING;
-                if mask != 0 {
+                if mask != 0 || parked {
                     r |= Readiness::ACCEPTABLE | Readiness::READABLE;
                 }
                 r

@@ -21,18 +21,39 @@
 //! not left yet waits for them on a condition variable (briefly) instead of spinning on the
 //! readable eventfd.
 //!
+//! # Signals
+//!
+//! Threads sleep through a [`SleepFn`]. The default restarts after a signal, so blocking
+//! calls cannot be interrupted; [`Client::set_sleep`] installs one that reports a signal as
+//! `Interrupted` (the shim's does, so its callers get `EINTR`). The blocking call then
+//! returns that error; a request it was waiting for is finished later (see
+//! `calls::Abandoned`): an accepted connection is kept for the next accept, a connection
+//! its caller never got is closed, and no socket slot leaks.
+//!
 //! A completion that one thread files for another also counts: it bumps a process-local
 //! counter that is part of the ticket, and writes the eventfd if anybody waits, so a thread
 //! waiting for its completion is not left asleep because another thread drained the ring.
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Client, MAX_NAP, lock};
 use crate::channel::HeaderWord;
+use crate::shm::sys::poll_readable;
+
+/// How a thread sleeps on the wake eventfd `fd`: returns `Ok(true)` once it is readable,
+/// `Ok(false)` when `timeout` passed (returning early is allowed: the caller re-checks),
+/// and an error of kind `Interrupted` if it wants a signal to end the blocking call.
+pub type SleepFn = fn(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool>;
+
+/// The default [`SleepFn`]: poll(2), going on after a signal (nothing is interrupted).
+pub fn sleep_through_signals(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    poll_readable(&[fd.as_raw_fd()], Some(timeout)).map(|r| r.is_ready(0))
+}
 
 /// Longest wait for the other threads of a wake-up round to leave before sleeping anyway
 /// (they were woken by the same eventfd write, so they are only waiting for a CPU).
@@ -92,6 +113,12 @@ impl fmt::Debug for WaitGuard<'_> {
 }
 
 impl Client {
+    /// Sets how this client's blocking calls sleep (see [`SleepFn`]): for example a sleep
+    /// that returns `Interrupted` when a signal arrives, so they fail with `EINTR`.
+    pub fn set_sleep(&mut self, sleep: SleepFn) {
+        self.sleep = sleep;
+    }
+
     /// The wait ticket: the sum of every instance's change counter (plus completions this
     /// process filed for its other threads). Take it *before* checking readiness, then pass
     /// it to [`Client::wait_since`] (or compare it after [`Client::prepare_wait`]), and no
@@ -203,7 +230,7 @@ impl Client {
         if self.ticket() != ticket {
             return guard.finish(false);
         }
-        let slept = self.wake.wait(Some(nap));
+        let slept = (self.sleep)(self.wake.as_fd(), nap);
         let finished = guard.finish(matches!(slept, Ok(true)));
         slept.map(|_| ()).and(finished)
     }

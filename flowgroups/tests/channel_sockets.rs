@@ -141,3 +141,25 @@ fn connect_from_a_bound_port_is_made_by_the_instance_that_gets_the_replies() {
     assert_eq!(h.peer_recv_exact(1, p, 14), b"via instance 1");
     c.close(s).unwrap();
 }
+
+#[test]
+fn a_listener_event_count_moves_with_every_connection_its_queues_gain() {
+    let h = Harness::new(2);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    let l = c.listen(92, 16).unwrap();
+    let mut last = c.event_count(l);
+    // Connections land on both instances; none is accepted in between, so the listener
+    // stays ACCEPTABLE and only the counter tells an edge-triggered poller about each.
+    for (round, lane) in [0usize, 0, 1, 1, 0].into_iter().enumerate() {
+        let p = h.peer_connect(lane, 92);
+        h.peer_wait_established(lane, p);
+        eventually(c, "the counter moved", || c.event_count(l) != last);
+        last = c.event_count(l);
+        assert!(c.readiness(l).contains(Readiness::ACCEPTABLE), "round {round}");
+    }
+    for _ in 0..5 {
+        c.accept(l, true).unwrap();
+    }
+    assert_eq!(c.accept(l, false).unwrap_err().kind(), ErrorKind::WouldBlock);
+}

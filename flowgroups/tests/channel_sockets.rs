@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use channel_support::{Harness, SERVER_IP, peer_ip};
 use flowgroups::channel::Readiness;
 use flowgroups::channel::client::Client;
-use flowgroups::channel::proto::ShutdownHow;
+use flowgroups::channel::proto::{ShutdownHow, SockOption};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -162,4 +162,35 @@ fn a_listener_event_count_moves_with_every_connection_its_queues_gain() {
         c.accept(l, true).unwrap();
     }
     assert_eq!(c.accept(l, false).unwrap_err().kind(), ErrorKind::WouldBlock);
+}
+
+#[test]
+fn accepted_connections_inherit_the_listener_options_on_every_instance() {
+    let h = Harness::new(2);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    let corked = c.listen(93, 16).unwrap();
+    c.set_option(corked, SockOption::Cork(true)).unwrap();
+    let plain = c.listen(94, 16).unwrap();
+    for lane in [0usize, 1] {
+        // A corked connection holds a short write back until uncorked; a connection from
+        // the plain listener sends it at once.
+        let p = h.peer_connect(lane, 93);
+        let q = h.peer_connect(lane, 94);
+        let (s, _) = c.accept(corked, true).unwrap();
+        let (t, _) = c.accept(plain, true).unwrap();
+        h.peer_wait_established(lane, p);
+        h.peer_wait_established(lane, q);
+        c.send(s, b"held", true).unwrap();
+        c.send(t, b"sent", true).unwrap();
+        assert_eq!(h.peer_recv_exact(lane, q, 4), b"sent");
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = [0u8; 8];
+        let early = h.with(|w| w.lanes[lane].peer.recv(p, &mut buf));
+        assert!(early.is_err(), "instance {lane}: the corked bytes were held back");
+        c.set_option(s, SockOption::Cork(false)).unwrap();
+        assert_eq!(h.peer_recv_exact(lane, p, 4), b"held");
+        c.close(s).unwrap();
+        c.close(t).unwrap();
+    }
 }

@@ -162,6 +162,11 @@ impl SockDesc {
             Some(port) => (link.client.listen(port, backlog).map_err(io_errno)?, port),
             None => listen_ephemeral(&link, backlog)?,
         };
+        // The instances give the listener's options to every connection they accept
+        // from it (as Linux does), so accept needs no round trip for them.
+        for o in lock(&self.opts).connection_options() {
+            let _ = link.client.set_option(id, o);
+        }
         let defer = lock(&self.opts).get(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT);
         if defer.is_ok_and(|v| v != 0i32.to_ne_bytes()) {
             netpop::notice_once(1, || {
@@ -189,6 +194,9 @@ impl SockDesc {
         }
         let link = netpop::current_link()?;
         let id = link.client.listen(addr.port(), *backlog).map_err(io_errno)?;
+        for o in lock(&self.opts).connection_options() {
+            let _ = link.client.set_option(id, o);
+        }
         let c = Conn { link, id };
         // The parent's socket id is left alone: it belongs to the parent's client.
         *conn = Some(c.clone());
@@ -207,10 +215,8 @@ impl SockDesc {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(io_errno(e)),
             })?;
+        // Its instance gave it the listener's options already.
         let opts = lock(&self.opts).clone();
-        for o in opts.connection_options() {
-            let _ = client.set_option(id, o);
-        }
         let child = Conn { link: conn.link.clone(), id };
         Ok(Accepted { desc: Arc::new(SockDesc::connected(child, opts, nonblocking_child)), peer })
     }
@@ -526,7 +532,9 @@ impl SockDesc {
         let apply = lock(&self.opts).set(level, name, value)?;
         if let Some(option) = apply {
             let conn = match &*lock(&self.state) {
-                State::Connected { conn } | State::Connecting { conn }
+                State::Connected { conn }
+                | State::Connecting { conn }
+                | State::Listening { conn: Some(conn), .. }
                     if conn.link.is_current() =>
                 {
                     Some(conn.clone())

@@ -105,6 +105,9 @@ pub struct AppServer {
     /// Connections the app closed while bytes of its tx ring were still waiting for room in
     /// the stack: the bytes were copied out so the slot could be reused.
     lingering: BTreeMap<SocketHandle, VecDeque<u8>>,
+    /// Options set on the app's listener slots, given to every connection accepted from
+    /// them. At most one entry per subscribed slot, so bounded by the layout.
+    listener_options: BTreeMap<u32, InheritedOptions>,
     broken: Option<&'static str>,
     /// Something changed in the app's segment since the last wake check.
     dirty: bool,
@@ -116,6 +119,47 @@ pub struct AppServer {
 struct PortRules<'a, 'b> {
     choose: &'b mut (dyn FnMut(&Stack, SocketAddrV4) -> Option<u16> + 'a),
     owns_reply: &'b mut (dyn FnMut(&Stack, u16, SocketAddrV4) -> bool + 'a),
+}
+
+/// The options of a listener that its accepted connections inherit (the last value of
+/// each kind).
+#[derive(Clone, Copy, Debug, Default)]
+struct InheritedOptions {
+    no_delay: Option<bool>,
+    cork: Option<bool>,
+    keepalive: Option<bool>,
+}
+
+impl InheritedOptions {
+    fn set(&mut self, option: SockOption) {
+        match option {
+            SockOption::NoDelay(on) => self.no_delay = Some(on),
+            SockOption::Cork(on) => self.cork = Some(on),
+            SockOption::KeepAlive(on) => self.keepalive = Some(on),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SockOption> {
+        [
+            self.no_delay.map(SockOption::NoDelay),
+            self.cork.map(SockOption::Cork),
+            self.keepalive.map(SockOption::KeepAlive),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+fn apply_option(
+    stack: &mut Stack,
+    h: SocketHandle,
+    option: SockOption,
+) -> Result<(), tcp_core::stack::SocketError> {
+    match option {
+        SockOption::NoDelay(on) => stack.set_nodelay(h, on),
+        SockOption::Cork(on) => stack.set_cork(h, on),
+        SockOption::KeepAlive(on) => stack.set_keepalive(h, on.then(Keepalive::default)),
+    }
 }
 
 fn connect_errno(e: ConnectError) -> Errno {
@@ -151,6 +195,7 @@ impl AppServer {
             conns: BTreeMap::new(),
             slots: BTreeMap::new(),
             lingering: BTreeMap::new(),
+            listener_options: BTreeMap::new(),
             broken: None,
             dirty: false,
             totals: ServeStats::default(),
@@ -302,6 +347,11 @@ impl AppServer {
                     Ok(t) => t.local,
                     Err(_) => return Err(Errno::ECONNABORTED),
                 };
+                if let Some(inherited) = self.listener_options.get(&listener.0) {
+                    for option in inherited.iter() {
+                        let _ = apply_option(stack, conn, option);
+                    }
+                }
                 self.bind(stack, registry, new_sock.0, conn, true)?;
                 self.pump_rx(stack, new_sock.0);
                 Ok(Some(Completion::Accepted { user, listener, sock: new_sock, peer, local }))
@@ -372,6 +422,7 @@ impl AppServer {
             }
             Request::Close { sock } => {
                 if registry.unsubscribe(stack, app, sock.0) {
+                    self.listener_options.remove(&sock.0);
                     return Ok(Some(Completion::Done { user, op: Opcode::Close, sock }));
                 }
                 self.close_conn(stack, registry, sock.0)?;
@@ -379,6 +430,7 @@ impl AppServer {
             }
             Request::Abort { sock } => {
                 if registry.unsubscribe(stack, app, sock.0) {
+                    self.listener_options.remove(&sock.0);
                     return Ok(Some(Completion::Done { user, op: Opcode::Abort, sock }));
                 }
                 let conn = self.remove_conn(sock.0).ok_or(Errno::EBADF)?;
@@ -388,21 +440,14 @@ impl AppServer {
             }
             Request::SetOption { sock, option } => {
                 if registry.listener_of(app, sock.0).is_some() {
-                    // Listener options (TCP_NODELAY before accept) are not inherited yet;
-                    // accepted connections take the stack's defaults.
+                    // Kept for the connections this instance accepts from it, as Linux
+                    // copies a listener's options to its children.
+                    self.listener_options.entry(sock.0).or_default().set(option);
                     return Ok(Some(Completion::Done { user, op: Opcode::SetOption, sock }));
                 }
                 let conn = self.conns.get(&sock.0).ok_or(Errno::EBADF)?;
-                let h = conn.handle;
-                let r = match option {
-                    SockOption::NoDelay(on) => stack.set_nodelay(h, on),
-                    SockOption::Cork(on) => stack.set_cork(h, on),
-                    SockOption::KeepAlive(on) => {
-                        stack.set_keepalive(h, on.then(Keepalive::default))
-                    }
-                };
                 // A finished connection keeps its handle until close; options are moot.
-                r.map_err(|_| Errno::EINVAL)?;
+                apply_option(stack, conn.handle, option).map_err(|_| Errno::EINVAL)?;
                 Ok(Some(Completion::Done { user, op: Opcode::SetOption, sock }))
             }
             Request::GetInfo { sock } => {
@@ -798,6 +843,7 @@ impl AppServer {
             let _ = stack.abort(h);
         }
         registry.unsubscribe_app(stack, self.app_id());
+        self.listener_options.clear();
     }
 
     /// Tells the app "ring my doorbell when you send a request" and reports whether a

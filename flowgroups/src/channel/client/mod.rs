@@ -728,14 +728,37 @@ impl Client {
         }
     }
 
-    /// Sets a socket option on a connection.
+    /// Sets a socket option on a connection, or on a listener: then every instance keeps
+    /// it for the connections it accepts from the listener from now on (as Linux copies a
+    /// listener's options to the connections accepted from it).
     pub fn set_option(&self, s: SocketId, option: SockOption) -> io::Result<()> {
-        let owner = match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, .. } => *owner,
-            SlotKind::Listener { .. } => self.home,
+        let targets: Vec<u16> = match &*lock(&self.slot(s.0)?.kind) {
+            SlotKind::Stream { owner, .. } => vec![*owner],
+            SlotKind::Listener { .. } => (0..self.layout.instances).collect(),
             _ => return Err(err(Errno::EBADF)),
         };
-        self.expect_done(self.call(owner, Request::SetOption { sock: s, option })?)
+        let mut tags = Vec::new();
+        for i in targets {
+            match self.submit(i, Request::SetOption { sock: s, option }) {
+                Ok(tag) => tags.push(tag),
+                Err(e) => {
+                    let mut r = lock(&self.results);
+                    for tag in tags {
+                        r.abandoned.insert(tag, Abandoned::Ignore);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut result = Ok(());
+        for tag in tags {
+            let done =
+                self.wait_completion(tag, Abandoned::Ignore).and_then(|c| self.expect_done(c));
+            if result.is_ok() {
+                result = done;
+            }
+        }
+        result
     }
 
     /// Addresses, TCP state and queue sizes of a connection, from its instance.

@@ -35,7 +35,10 @@ fn render(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
         match outcome {
             Outcome::Written(path) => eprintln!("plot: {name}: wrote {}", path.display()),
             Outcome::NoResult => {
-                eprintln!("plot: {name}: no {}/{name}.json, figure left as it was", results.display())
+                eprintln!(
+                    "plot: {name}: no {}/{name}.json, figure left as it was",
+                    results.display()
+                )
             }
             Outcome::Failed(e) => {
                 eprintln!("plot: {name}: {e}");

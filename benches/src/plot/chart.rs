@@ -3,7 +3,7 @@
 //! concurrency levels), with a zero-based value axis, grid lines, tick labels and axis
 //! titles. Colours follow the series names, so a series keeps its colour in every panel.
 
-use super::scale::{BandScale, LinearScale, format_label, format_value, nice_step};
+use super::scale::{BandScale, LinearScale, format_label, format_tick, nice_step};
 use super::svg::{Anchor, Svg, TextStyle};
 
 /// How a panel draws its series.
@@ -69,6 +69,10 @@ const PALETTE: [&str; 8] =
     ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#999999", "#000000"];
 
 const PANEL_WIDTH: f64 = 380.0;
+/// Narrower figures leave too little room for their subtitle and footer.
+const MIN_WIDTH: f64 = 760.0;
+/// Line pitch of wrapped category labels.
+const CATEGORY_LINE: f64 = 13.0;
 const PANEL_HEIGHT: f64 = 300.0;
 /// Room inside a panel for the y tick labels and the y title.
 const MARGIN_LEFT: f64 = 66.0;
@@ -129,21 +133,28 @@ impl Figure {
     pub fn to_svg(&self) -> String {
         let columns = self.columns.clamp(1, self.panels.len().max(1));
         let rows = self.panels.len().div_ceil(columns).max(1);
-        let width = FIGURE_PAD * 2.0 + PANEL_WIDTH * columns as f64;
+        let width = (FIGURE_PAD * 2.0 + PANEL_WIDTH * columns as f64).max(MIN_WIDTH);
+        let panel_width = (width - 2.0 * FIGURE_PAD) / columns as f64;
+        let text_chars = ((width - 2.0 * FIGURE_PAD) / (TEXT_SIZE * 0.6)) as usize;
+        let subtitle: Vec<String> =
+            self.subtitle.iter().flat_map(|line| wrap(line, text_chars)).collect();
+        let footer_chars = ((width - 2.0 * FIGURE_PAD) / ((SMALL_SIZE + 1.0) * 0.6)) as usize;
+        let footer: Vec<String> =
+            self.footer.iter().flat_map(|line| wrap(line, footer_chars)).collect();
         let names = self.series_names();
         let legend = Self::legend_layout(&names, width - 2.0 * FIGURE_PAD);
         let legend_rows = legend.last().map_or(0, |&(row, _, _)| row + 1);
 
-        let header = FIGURE_PAD + TITLE_SIZE + LINE_GAP * self.subtitle.len() as f64 + 8.0;
+        let header = FIGURE_PAD + TITLE_SIZE + LINE_GAP * subtitle.len() as f64 + 8.0;
         let legend_top = header;
         let panels_top = legend_top + LINE_GAP * legend_rows as f64 + 6.0;
         let footer_top = panels_top + PANEL_HEIGHT * rows as f64 + 8.0;
-        let height = footer_top + LINE_GAP * self.footer.len() as f64 + FIGURE_PAD;
+        let height = footer_top + (LINE_GAP - 4.0) * footer.len() as f64 + FIGURE_PAD;
 
         let mut svg = Svg::new(width, height);
         let mut y = FIGURE_PAD + TITLE_SIZE;
         svg.text(FIGURE_PAD, y, &self.title, TextStyle::new(TITLE_SIZE, Anchor::Start).bold());
-        for line in &self.subtitle {
+        for line in &subtitle {
             y += LINE_GAP;
             svg.text(FIGURE_PAD, y, line, TextStyle::new(TEXT_SIZE, Anchor::Start).color("#444"));
         }
@@ -154,14 +165,19 @@ impl Figure {
             svg.text(left + 18.0, top + 11.0, name, TextStyle::new(TEXT_SIZE, Anchor::Start));
         }
         for (index, panel) in self.panels.iter().enumerate() {
-            let left = FIGURE_PAD + PANEL_WIDTH * (index % columns) as f64;
+            let left = FIGURE_PAD + panel_width * (index % columns) as f64;
             let top = panels_top + PANEL_HEIGHT * (index / columns) as f64;
-            panel.draw(&mut svg, (left, top), &|name| Self::color_of(&names, name));
+            panel.draw(&mut svg, (left, top, panel_width), &|name| Self::color_of(&names, name));
         }
         let mut y = footer_top;
-        for line in &self.footer {
+        for line in &footer {
             y += LINE_GAP - 4.0;
-            svg.text(FIGURE_PAD, y, line, TextStyle::new(SMALL_SIZE + 1.0, Anchor::Start).color("#555"));
+            svg.text(
+                FIGURE_PAD,
+                y,
+                line,
+                TextStyle::new(SMALL_SIZE + 1.0, Anchor::Start).color("#555"),
+            );
         }
         svg.finish()
     }
@@ -174,11 +190,15 @@ impl Panel {
         values.filter(|v| v.is_finite()).fold((0.0, 0.0), |(lo, hi), v| (v.min(lo), v.max(hi)))
     }
 
-    /// Draws the panel with its top-left corner at `origin`.
-    fn draw(&self, svg: &mut Svg, origin: (f64, f64), color: &dyn Fn(&str) -> &'static str) {
-        let (left, top) = origin;
+    /// Draws the panel `width` pixels wide with its top-left corner at (`left`, `top`).
+    fn draw(
+        &self,
+        svg: &mut Svg,
+        (left, top, width): (f64, f64, f64),
+        color: &dyn Fn(&str) -> &'static str,
+    ) {
         let plot_left = left + MARGIN_LEFT;
-        let plot_right = left + PANEL_WIDTH - MARGIN_RIGHT;
+        let plot_right = left + width - MARGIN_RIGHT;
         let plot_top = top + MARGIN_TOP;
         let plot_bottom = top + PANEL_HEIGHT - MARGIN_BOTTOM;
 
@@ -193,13 +213,14 @@ impl Panel {
         let y = LinearScale::zero_based(lo, hi, Y_TICKS, (plot_bottom, plot_top));
         let (d0, d1) = y.domain();
         let step = nice_step(d1 - d0, Y_TICKS);
+        let axis_top = d0.abs().max(d1.abs());
         for tick in y.ticks(Y_TICKS) {
             let py = y.map(tick);
             svg.line((plot_left, py), (plot_right, py), "#e4e4e4", 1.0, "");
             svg.text(
                 plot_left - 6.0,
                 py + 4.0,
-                &format_value(tick, step),
+                &format_tick(tick, step, axis_top),
                 TextStyle::new(TEXT_SIZE - 1.0, Anchor::End),
             );
         }
@@ -212,11 +233,13 @@ impl Panel {
 
         let bands = BandScale::new(self.categories.len(), (plot_left, plot_right), 0.25);
         let max_chars = ((bands.width() + 8.0) / (TEXT_SIZE * 0.6 - 0.6)).floor().max(4.0) as usize;
+        let mut label_lines = 0;
         for (index, category) in self.categories.iter().enumerate() {
             for (line, words) in wrap(category, max_chars).iter().enumerate().take(3) {
+                label_lines = label_lines.max(line + 1);
                 svg.text(
                     bands.center(index),
-                    plot_bottom + 15.0 + LINE_GAP * line as f64 - 2.0 * line as f64,
+                    plot_bottom + 15.0 + CATEGORY_LINE * line as f64,
                     words,
                     TextStyle::new(TEXT_SIZE - 1.0, Anchor::Middle),
                 );
@@ -225,7 +248,7 @@ impl Panel {
         if !self.x_label.is_empty() {
             svg.text(
                 (plot_left + plot_right) / 2.0,
-                top + PANEL_HEIGHT - 8.0,
+                plot_bottom + 15.0 + CATEGORY_LINE * label_lines as f64 + 6.0,
                 &self.x_label,
                 TextStyle::new(TEXT_SIZE, Anchor::Middle).color("#444"),
             );
@@ -305,7 +328,8 @@ impl Panel {
             }
             svg.polyline(&run, stroke, 2.0);
             for (c, category) in self.categories.iter().enumerate() {
-                if let Some(value) = series.values.get(c).copied().flatten().filter(|v| v.is_finite())
+                if let Some(value) =
+                    series.values.get(c).copied().flatten().filter(|v| v.is_finite())
                 {
                     let tip = format!("{} — {category}: {}", series.name, format_label(value));
                     svg.circle((bands.center(c), y.map(value)), 3.5, stroke, &tip);

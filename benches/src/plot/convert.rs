@@ -88,7 +88,8 @@ pub fn tcp_text(text: &str) -> String {
     let workloads: Vec<String> = table(text, &["workload", "unit", "tcp-core", "smoltcp"])
         .iter()
         .map(|row| {
-            let stack = |key: &str| number(lookup(row, key).and_then(cell_number).unwrap_or(f64::NAN));
+            let stack =
+                |key: &str| number(lookup(row, key).and_then(cell_number).unwrap_or(f64::NAN));
             format!(
                 "{{\"workload\":{},\"unit\":{},\"tcp-core\":{},\"smoltcp\":{},\"linux\":{}}}",
                 quote(lookup(row, "workload").unwrap_or("")),

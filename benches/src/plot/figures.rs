@@ -99,7 +99,8 @@ fn pktio(result: &Value) -> Result<Figure, FigureError> {
                 .map(|backend| {
                     rows.iter()
                         .find(|r| {
-                            r.string("backend") == Some(backend) && r.string("direction") == Some(dir)
+                            r.string("backend") == Some(backend)
+                                && r.string("direction") == Some(dir)
                         })
                         .and_then(|r| r.number("mpps"))
                 })
@@ -142,7 +143,8 @@ fn pktio(result: &Value) -> Result<Figure, FigureError> {
 /// `requests_per_s`, `p99_ms`; `setup` (the script's "each run" line).
 fn loadgen(result: &Value) -> Result<Figure, FigureError> {
     let runs = nonempty(result.array("runs").to_vec(), "loadgen: no runs")?;
-    let mut rounds: Vec<u64> = runs.iter().filter_map(|r| r.number("round")).map(|r| r as u64).collect();
+    let mut rounds: Vec<u64> =
+        runs.iter().filter_map(|r| r.number("round")).map(|r| r as u64).collect();
     rounds.sort_unstable();
     rounds.dedup();
     let categories: Vec<String> = rounds.iter().map(|r| format!("round {r}")).collect();
@@ -152,7 +154,8 @@ fn loadgen(result: &Value) -> Result<Figure, FigureError> {
             .map(|&round| {
                 runs.iter()
                     .find(|r| {
-                        r.string("client") == Some(client) && r.number("round") == Some(round as f64)
+                        r.string("client") == Some(client)
+                            && r.number("round") == Some(round as f64)
                     })
                     .and_then(|r| r.number(field))
             })
@@ -162,7 +165,7 @@ fn loadgen(result: &Value) -> Result<Figure, FigureError> {
     let panel = |title: &str, y_label: &str, field: &str| Panel {
         title: title.into(),
         y_label: y_label.into(),
-        x_label: "ab and loadgen alternate: ab round 1, loadgen round 1, …".into(),
+        x_label: String::new(),
         categories: categories.clone(),
         series: vec![column("ab", field), column("loadgen", field)],
         kind: Kind::Bars,
@@ -172,7 +175,7 @@ fn loadgen(result: &Value) -> Result<Figure, FigureError> {
         subtitle.push(format!("lighttpd on the Linux stack across a veth pair; {setup}"));
     }
     subtitle.push(
-        "p99: loadgen to the last body byte (µs resolution), ab from connect to close (whole ms): compare latencies within a client, not across.".into(),
+        "Each round runs ab, then loadgen. p99: loadgen to the last body byte (µs resolution), ab from connect to close (whole ms): compare latencies within a client, not across.".into(),
     );
     Ok(Figure {
         title: "Load generator: loadgen against ApacheBench (ab)".into(),
@@ -204,7 +207,8 @@ fn tcp(result: &Value) -> Result<Figure, FigureError> {
     let mut panels: Vec<Panel> = units
         .iter()
         .map(|&unit| {
-            let rows: Vec<&Value> = workloads.iter().filter(|w| w.string("unit") == Some(unit)).collect();
+            let rows: Vec<&Value> =
+                workloads.iter().filter(|w| w.string("unit") == Some(unit)).collect();
             let categories = rows
                 .iter()
                 .map(|w| {
@@ -261,7 +265,10 @@ fn tcp(result: &Value) -> Result<Figure, FigureError> {
             title: "Instructions per connection lifecycle".into(),
             y_label: "instructions (callgrind)".into(),
             x_label: "connections at a time (lower is better)".into(),
-            categories: levels.iter().map(|l| format!("{l} at a time")).collect(),
+            categories: levels
+                .iter()
+                .map(|&l| format!("{} at a time", crate::tcp::report::thousands(l)))
+                .collect(),
             series,
             kind: Kind::Bars,
         });
@@ -296,7 +303,11 @@ fn x_key(point: &Value) -> Option<&'static str> {
 /// `point`'s position along x as a category label, and as a number when it is one.
 fn x_of(point: &Value) -> Option<(String, Option<f64>)> {
     match point.get(x_key(point)?)? {
-        Value::Number(n) => Some((super::scale::format_value(*n, 1.0), Some(*n))),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => {
+            let digits = crate::tcp::report::thousands(n.abs() as u64);
+            Some((if *n < 0.0 { format!("-{digits}") } else { digits }, Some(*n)))
+        }
+        Value::Number(n) => Some((super::scale::format_label(*n), Some(*n))),
         Value::String(s) => Some((s.clone(), s.parse().ok())),
         _ => None,
     }
@@ -365,11 +376,8 @@ fn sweep(result: &Value, default_title: &str) -> Result<Figure, FigureError> {
         xs.sort_by(|a, b| a.1.unwrap_or(0.0).total_cmp(&b.1.unwrap_or(0.0)));
     }
     let categories: Vec<String> = xs.into_iter().map(|(label, _)| label).collect();
-    let x_label = result
-        .string("x_label")
-        .or(first_x_key.filter(|&k| k != "x"))
-        .unwrap_or("")
-        .to_string();
+    let x_label =
+        result.string("x_label").or(first_x_key.filter(|&k| k != "x")).unwrap_or("").to_string();
     let panel = |title: &str, y_label: &str, field: fn(&Value) -> Option<f64>| Panel {
         title: title.into(),
         y_label: y_label.into(),
@@ -470,7 +478,7 @@ mod tests {
         assert_eq!(churn.series[2], Series::new("Linux (loopback)", vec![Some(42928.0), None]));
         assert_eq!(figure.panels[1].series[1].values, [Some(31.87)]);
         let ir = &figure.panels[2];
-        assert_eq!(ir.categories, ["1 at a time", "1000 at a time"]);
+        assert_eq!(ir.categories, ["1 at a time", "1,000 at a time"]);
         assert_eq!(ir.series[1], Series::new("smoltcp", vec![Some(18115.0), None]));
         check_well_formed(&figure.to_svg()).unwrap();
     }
@@ -487,9 +495,12 @@ mod tests {
         );
         let figure = figure_for("e2e", &result, None).unwrap();
         let rps = &figure.panels[0];
-        assert_eq!(rps.categories, ["100", "1000"]);
+        assert_eq!(rps.categories, ["100", "1,000"]);
         assert_eq!(rps.kind, Kind::Lines);
-        assert_eq!(rps.series[0], Series::new("lighttpd, netpop sim", vec![Some(10000.0), Some(9000.0)]));
+        assert_eq!(
+            rps.series[0],
+            Series::new("lighttpd, netpop sim", vec![Some(10000.0), Some(9000.0)])
+        );
         assert_eq!(rps.series[1], Series::new("lighttpd, linux", vec![Some(25000.0), None]));
         assert_eq!(figure.panels[1].series[0].values, [Some(2.0), Some(8.0)]);
         check_well_formed(&figure.to_svg()).unwrap();
@@ -512,7 +523,13 @@ mod tests {
     fn empty_or_unknown_results_are_errors() {
         assert!(matches!(figure_for("pktio", &parse("{}"), None), Err(FigureError::NoData(_))));
         assert!(matches!(figure_for("tcp", &parse("{}"), None), Err(FigureError::NoData(_))));
-        assert!(matches!(figure_for("e2e", &parse(r#"{"points":[{}]}"#), None), Err(FigureError::NoData(_))));
-        assert!(matches!(figure_for("nope", &parse("{}"), None), Err(FigureError::UnknownBenchmark(_))));
+        assert!(matches!(
+            figure_for("e2e", &parse(r#"{"points":[{}]}"#), None),
+            Err(FigureError::NoData(_))
+        ));
+        assert!(matches!(
+            figure_for("nope", &parse("{}"), None),
+            Err(FigureError::UnknownBenchmark(_))
+        ));
     }
 }

@@ -218,7 +218,8 @@ impl Parser<'_> {
         }
         // Rust's float syntax accepts a superset of JSON's here ("1.", "+1" cannot start a
         // value, "01" can); the result files never hold the differences, so this is enough.
-        let text = std::str::from_utf8(&self.bytes[start..self.pos]).map_err(|_| self.error("bad number"))?;
+        let text = std::str::from_utf8(&self.bytes[start..self.pos])
+            .map_err(|_| self.error("bad number"))?;
         text.parse::<f64>()
             .ok()
             .filter(|n| n.is_finite())
@@ -236,7 +237,8 @@ impl Parser<'_> {
             let Some(run) = run else {
                 return Err(self.error("unterminated string"));
             };
-            let chunk = std::str::from_utf8(&rest[..run]).map_err(|_| self.error("invalid UTF-8"))?;
+            let chunk =
+                std::str::from_utf8(&rest[..run]).map_err(|_| self.error("invalid UTF-8"))?;
             out.push_str(chunk);
             self.pos += run;
             match self.peek() {
@@ -286,7 +288,8 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32, ParseError> {
-        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(self.error("short \\u escape"))?;
+        let digits =
+            self.bytes.get(self.pos..self.pos + 4).ok_or(self.error("short \\u escape"))?;
         let text = std::str::from_utf8(digits).map_err(|_| self.error("bad \\u escape"))?;
         let code = u32::from_str_radix(text, 16).map_err(|_| self.error("bad \\u escape"))?;
         self.pos += 4;
@@ -348,8 +351,19 @@ mod tests {
     #[test]
     fn rejects_broken_text() {
         for bad in [
-            "", "{", "[1,]", "{\"a\" 1}", "{\"a\":1,}", "\"open", "tru", "1 2", "nan", "1e999",
-            "\"\\ud800\"", "\"\\q\"", "\"a\u{1}b\"",
+            "",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "\"open",
+            "tru",
+            "1 2",
+            "nan",
+            "1e999",
+            "\"\\ud800\"",
+            "\"\\q\"",
+            "\"a\u{1}b\"",
         ] {
             assert!(Value::parse(bad).is_err(), "accepted {bad:?}");
         }

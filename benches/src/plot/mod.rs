@@ -95,7 +95,8 @@ pub fn render(name: &str, results: &Path, out: &Path) -> Outcome {
         Err(e) => return Outcome::Failed(RenderError::Figure(source, e)),
     };
     let target = out.join(format!("{name}.svg"));
-    let written = std::fs::create_dir_all(out).and_then(|()| std::fs::write(&target, figure.to_svg()));
+    let written =
+        std::fs::create_dir_all(out).and_then(|()| std::fs::write(&target, figure.to_svg()));
     match written {
         Ok(()) => Outcome::Written(target),
         Err(e) => Outcome::Failed(RenderError::Io(target, e)),
@@ -128,8 +129,11 @@ mod tests {
             r#"{"results":[{"backend":"AF_PACKET","direction":"tx","mpps":1.2}],"skipped":[]}"#,
         )
         .unwrap();
-        std::fs::write(results.join("pktio.meta.json"), r#"{"command":"scripts/bench-pktio.sh --json"}"#)
-            .unwrap();
+        std::fs::write(
+            results.join("pktio.meta.json"),
+            r#"{"command":"scripts/bench-pktio.sh --json"}"#,
+        )
+        .unwrap();
         std::fs::write(results.join("loadgen.json"), "{not json").unwrap();
         std::fs::write(results.join("tcp.json"), r#"{"workloads":[]}"#).unwrap();
 

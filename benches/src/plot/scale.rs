@@ -132,13 +132,23 @@ impl BandScale {
     }
 }
 
-/// A value written for an axis or a bar: thousands as "k", millions as "M", and no more
-/// decimals than `step` (the tick step, or the value itself for labels) needs.
+/// A value written compactly: thousands as "k", millions as "M", and no more decimals than
+/// `step` needs to tell neighbouring multiples of it apart.
 pub fn format_value(value: f64, step: f64) -> String {
+    format_tick(value, step, value.abs().max(step.abs()))
+}
+
+/// A tick label on an axis that reaches `top`: the suffix (none, "k" or "M") follows `top`,
+/// so every tick of one axis uses the same one, and the decimals follow the tick `step`.
+pub fn format_tick(value: f64, step: f64, top: f64) -> String {
     if !value.is_finite() {
         return "–".into();
     }
-    let magnitude = value.abs().max(step.abs());
+    // Zero needs no unit or decimals ("0k" and "0.0" read as mistakes).
+    if value.abs() < step.abs() * 1e-9 || value == 0.0 {
+        return "0".into();
+    }
+    let magnitude = top.abs();
     let (scaled, scaled_step, suffix) = if magnitude >= 1e6 {
         (value / 1e6, step / 1e6, "M")
     } else if magnitude >= 1e4 {
@@ -147,14 +157,7 @@ pub fn format_value(value: f64, step: f64) -> String {
         (value, step, "")
     };
     let decimals = decimals_for(scaled_step.abs());
-    let text = format!("{scaled:.decimals$}");
-    // "-0" reads as a mistake.
-    let text = if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
-        text.trim_start_matches('-').to_string()
-    } else {
-        text
-    };
-    format!("{text}{suffix}")
+    format!("{scaled:.decimals$}{suffix}")
 }
 
 /// Decimals needed to tell multiples of `step` apart (at most three).
@@ -200,7 +203,16 @@ pub fn format_label(value: f64) -> String {
     } else {
         1.0
     };
-    format_value(value, step * scale)
+    let text = format_value(value, step * scale);
+    // Three significant digits, but "4.00" says no more than "4".
+    let digits_end = text.find(['k', 'M']).unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(digits_end);
+    let digits = if digits.contains('.') {
+        digits.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        digits
+    };
+    format!("{digits}{suffix}")
 }
 
 #[cfg(test)]
@@ -275,13 +287,20 @@ mod tests {
         assert_eq!(format_value(300_000.0, 50_000.0), "300k");
         assert_eq!(format_value(2_500_000.0, 500_000.0), "2.5M");
         assert_eq!(format_value(1.5, 0.5), "1.5");
-        assert_eq!(format_value(0.0, 0.5), "0.0");
-        assert_eq!(format_value(-0.0001, 0.5), "0.0");
+        assert_eq!(format_value(1.0, 0.5), "1.0");
+        assert_eq!(format_value(0.0, 0.5), "0");
+        assert_eq!(format_value(-1e-12, 0.5), "0");
+        assert_eq!(format_tick(0.0, 200_000.0, 800_000.0), "0");
+        assert_eq!(format_tick(5000.0, 5000.0, 20_000.0), "5k", "the axis's suffix");
+        assert_eq!(format_tick(2.5e5, 5e4, 1.5e6), "0.25M");
         assert_eq!(format_value(2000.0, 500.0), "2000");
         assert_eq!(format_value(f64::NAN, 1.0), "–");
         assert_eq!(format_label(293_779.0), "294k");
         assert_eq!(format_label(31.87), "31.9");
-        assert_eq!(format_label(0.69), "0.690");
+        assert_eq!(format_label(0.69), "0.69");
+        assert_eq!(format_label(4.0), "4");
         assert_eq!(format_label(1_230_000.0), "1.23M");
+        assert_eq!(format_label(1_200_000.0), "1.2M");
+        assert_eq!(format_label(40_000.0), "40k");
     }
 }

@@ -23,10 +23,12 @@ pub(crate) fn check_well_formed(doc: &str) -> Result<(), String> {
             pos = end;
             continue;
         }
-        let close = doc[pos..].find('>').map(|i| pos + i).ok_or(format!("unclosed tag at {pos}"))?;
+        let close =
+            doc[pos..].find('>').map(|i| pos + i).ok_or(format!("unclosed tag at {pos}"))?;
         let tag = &doc[pos + 1..close];
         if let Some(name) = tag.strip_prefix('/') {
-            let expected = open.pop().ok_or(format!("end tag </{name}> with nothing open at {pos}"))?;
+            let expected =
+                open.pop().ok_or(format!("end tag </{name}> with nothing open at {pos}"))?;
             if name.trim() != expected {
                 return Err(format!("</{name}> closes <{expected}> at {pos}"));
             }
@@ -59,8 +61,7 @@ pub(crate) fn check_well_formed(doc: &str) -> Result<(), String> {
 fn parse_start_tag(body: &str, at: usize) -> Result<&str, String> {
     let name_end = body.find(|c: char| c.is_whitespace()).unwrap_or(body.len());
     let name = &body[..name_end];
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':') {
         return Err(format!("bad element name {name:?} at {at}"));
     }
     let mut rest = body[name_end..].trim_start();

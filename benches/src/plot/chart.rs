@@ -210,6 +210,8 @@ impl Panel {
         );
 
         let (lo, hi) = self.extent();
+        // Headroom for the value printed above the tallest bar.
+        let hi = if self.kind == Kind::Bars { hi * 1.06 } else { hi };
         let y = LinearScale::zero_based(lo, hi, Y_TICKS, (plot_bottom, plot_top));
         let (d0, d1) = y.domain();
         let step = nice_step(d1 - d0, Y_TICKS);

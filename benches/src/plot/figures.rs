@@ -69,7 +69,9 @@ fn footer(meta: Option<&Value>) -> Vec<String> {
         when.push(machine.to_string());
     }
     if let Some(load) = meta.string("load_average") {
-        when.push(format!("load average {load} (1, 5, 15 min) at the start: a shared machine, noisy figures"));
+        when.push(format!(
+            "load average {load} (1, 5, 15 min) at the start: a shared machine, noisy figures"
+        ));
     }
     if !when.is_empty() {
         lines.push(when.join(" · "));

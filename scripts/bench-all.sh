@@ -4,7 +4,8 @@
 #   2. runs, one after the other, each with a time cap and all within BUDGET seconds:
 #        scripts/bench-pktio.sh --json     -> bench-results/pktio.json
 #        scripts/bench-loadgen.sh          -> bench-results/loadgen.txt -> loadgen.json
-#        scripts/bench-tcp.sh              -> bench-results/tcp.txt     -> tcp.json
+#        scripts/bench-tcp.sh --no-callgrind, then --only-callgrind
+#                                          -> bench-results/tcp.txt, tcp-callgrind.txt -> tcp.json
 #        scripts/bench-e2e.sh --json       -> bench-results/e2e.json      (when it exists)
 #        scripts/bench-balance.sh --json   -> bench-results/balance.json  (when it exists)
 #      and records for each `<name>.meta.json` (command, date, commit, machine, load
@@ -33,7 +34,7 @@ for arg in "$@"; do
     case "$arg" in
         --plots-only) plots_only=1 ;;
         pktio | loadgen | tcp | e2e | balance) selected+=("$arg") ;;
-        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "bench-all: unknown argument $arg (pktio|loadgen|tcp|e2e|balance|--plots-only)" >&2; exit 2 ;;
     esac
 done
@@ -82,39 +83,35 @@ write_meta() { # name command date seconds load
 
 summary=()
 
-# run NAME CAP CONVERT COMMAND...: runs COMMAND for at most CAP seconds (less if the budget
-# is running out) with its stdout in $RESULTS/NAME.txt (or .json when CONVERT is "json"),
-# then turns the text into NAME.json with `plot convert CONVERT`.
+# run NAME CAP OUT COMMAND...: runs COMMAND for at most CAP seconds (less if the budget is
+# running out); on success its stdout becomes $RESULTS/OUT and the run's metadata
+# $RESULTS/NAME.meta.json. On failure the previous OUT is kept and run returns non-zero.
 run() {
-    local name=$1 cap=$2 convert=$3
+    local name=$1 cap=$2 out="$RESULTS/$3"
     shift 3
     local left=$((BUDGET - PLOT_RESERVE - (SECONDS - started)))
     if ((left < 30)); then
         log "$name: skipped, the ${BUDGET} s budget is spent"
         summary+=("$name: skipped (out of time)")
-        return
+        return 1
     fi
     ((cap > left)) && cap=$left
-    local load date t0=$SECONDS status=0 raw="$RESULTS/$name.txt"
-    [[ $convert == json ]] && raw="$RESULTS/$name.json"
+    local load date t0=$SECONDS status=0
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     date=$(date -u '+%Y-%m-%d %H:%M UTC')
     log "$name: $* (at most $cap s; load average $load)"
-    timeout --kill-after=15 "$cap" "$@" >"$raw.new" 2>"$RESULTS/$name.log" || status=$?
+    timeout --kill-after=15 "$cap" "$@" >"$out.new" 2>"$RESULTS/$name.log" || status=$?
     local took=$((SECONDS - t0))
     if [[ $status != 0 ]]; then
         local why="exit status $status"
-        [[ $status == 124 ]] && why="timed out after $cap s"
+        [[ $status == 124 || $status == 137 ]] && why="stopped at the $cap s cap"
         log "$name: failed ($why) — previous result kept; stderr in $RESULTS/$name.log:"
         tail -n 5 "$RESULTS/$name.log" | sed 's/^/    /'
-        rm -f "$raw.new"
+        rm -f "$out.new"
         summary+=("$name: FAILED ($why), ${took} s")
-        return
+        return 1
     fi
-    mv "$raw.new" "$raw"
-    if [[ $convert != json ]]; then
-        "$PLOT" convert "$convert" "$raw" >"$RESULTS/$name.json"
-    fi
+    mv "$out.new" "$out"
     write_meta "$name" "$*" "$date" "$took" "$load"
     log "$name: done in $took s"
     summary+=("$name: ok, ${took} s")
@@ -130,23 +127,43 @@ run_optional() {
         log "$name: $script has no --json mode yet, skipped"
         summary+=("$name: $script has no --json")
     else
-        run "$name" "$cap" json "$script" --json
+        run "$name" "$cap" "$name.json" "$script" --json || true
     fi
 }
 
 as_root=0
 [[ $(id -u) == 0 ]] && as_root=1
 
-wanted pktio && run pktio 150 json scripts/bench-pktio.sh --json
+if wanted pktio; then
+    run pktio 150 pktio.json scripts/bench-pktio.sh --json || true
+fi
 if wanted loadgen; then
     if [[ $as_root == 1 ]]; then
-        run loadgen 150 loadgen scripts/bench-loadgen.sh
+        if run loadgen 150 loadgen.txt scripts/bench-loadgen.sh; then
+            "$PLOT" convert loadgen "$RESULTS/loadgen.txt" >"$RESULTS/loadgen.json"
+        fi
     else
         log "loadgen: needs root (network namespaces), skipped"
         summary+=("loadgen: skipped (needs root)")
     fi
 fi
-wanted tcp && run tcp 300 tcp scripts/bench-tcp.sh
+if wanted tcp; then
+    # Two runs, so that a slow callgrind part on a busy machine cannot cost the comparison
+    # its figures; the instruction counts do not depend on the load, only their run time.
+    compared=0
+    counted=0
+    run tcp 240 tcp.txt scripts/bench-tcp.sh --no-callgrind && compared=1
+    run tcp-callgrind 360 tcp-callgrind.txt scripts/bench-tcp.sh --only-callgrind && counted=1
+    if [[ -f $RESULTS/tcp.txt ]]; then
+        inputs=("$RESULTS/tcp.txt")
+        [[ -f $RESULTS/tcp-callgrind.txt ]] && inputs+=("$RESULTS/tcp-callgrind.txt")
+        cat "${inputs[@]}" | "$PLOT" convert tcp >"$RESULTS/tcp.json"
+        if [[ $compared == 1 && $counted == 1 ]]; then
+            sed -i 's|"command":"scripts/bench-tcp.sh --no-callgrind"|"command":"scripts/bench-tcp.sh --no-callgrind, then scripts/bench-tcp.sh --only-callgrind"|' \
+                "$RESULTS/tcp.meta.json"
+        fi
+    fi
+fi
 wanted e2e && run_optional e2e 300 scripts/bench-e2e.sh
 wanted balance && run_optional balance 240 scripts/bench-balance.sh
 

@@ -15,7 +15,8 @@
 # loadgen and the veth parts of pktio need root; the e2e and balance scripts need whatever
 # they need (see each script).
 #
-#   scripts/bench-all.sh                    everything, about 10 minutes on the 2-vCPU VM
+#   scripts/bench-all.sh                    everything (2 minutes for pktio, loadgen and tcp on
+#                                           the 2-vCPU VM, plus builds; at most BUDGET)
 #   scripts/bench-all.sh pktio tcp          only these benchmarks (then all plots)
 #   BUDGET=600 scripts/bench-all.sh         a tighter total bound in seconds (default 900)
 #   scripts/bench-all.sh --plots-only       redraw docs/bench from bench-results only
@@ -34,7 +35,7 @@ for arg in "$@"; do
     case "$arg" in
         --plots-only) plots_only=1 ;;
         pktio | loadgen | tcp | e2e | balance) selected+=("$arg") ;;
-        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "bench-all: unknown argument $arg (pktio|loadgen|tcp|e2e|balance|--plots-only)" >&2; exit 2 ;;
     esac
 done

@@ -187,7 +187,7 @@ impl Stack {
             local: SocketAddrV4::new(header.src_addr, sport),
             remote: SocketAddrV4::new(header.dst_addr, dport),
         };
-        let Some(&index) = self.by_tuple.get(&tuple) else {
+        let Some(index) = self.by_tuple.get(&tuple) else {
             self.counters.icmp_ignored += 1;
             return;
         };
@@ -244,7 +244,7 @@ impl Stack {
             local: SocketAddrV4::new(ip.dst_addr, seg.dst_port),
             remote: SocketAddrV4::new(src, seg.src_port),
         };
-        if let Some(&index) = self.by_tuple.get(&tuple) {
+        if let Some(index) = self.by_tuple.get(&tuple) {
             let Some(s) = self.sockets.by_index_mut(index) else { return };
             let outcome = s.conn.handle_segment(now, &seg);
             match outcome {

@@ -12,6 +12,7 @@
 mod config;
 mod error;
 mod event;
+mod flow_table;
 mod handle;
 mod input;
 mod output;
@@ -35,6 +36,7 @@ pub use event::Event;
 pub use handle::{ListenerHandle, SocketHandle};
 
 use self::arp_cache::ArpCache;
+use self::flow_table::FlowTable;
 use self::handle::Slab;
 use self::isn::IsnGenerator;
 use self::reassembly::Reassembler;
@@ -80,7 +82,7 @@ pub struct Stack {
     config: StackConfig,
     sockets: Slab<Socket>,
     listeners: Slab<Listener>,
-    by_tuple: BTreeMap<FourTuple, u32>,
+    by_tuple: FlowTable,
     by_port: BTreeMap<u16, u32>,
     /// `(deadline, socket index)` for every socket with a pending timer.
     timers: BTreeSet<(Instant, u32)>,
@@ -130,7 +132,7 @@ impl Stack {
             config: StackConfig { ephemeral_ports, ..config },
             sockets: Slab::new(),
             listeners: Slab::new(),
-            by_tuple: BTreeMap::new(),
+            by_tuple: FlowTable::new(&secret),
             by_port: BTreeMap::new(),
             timers: BTreeSet::new(),
             tx_queue: VecDeque::new(),
@@ -358,7 +360,7 @@ impl Stack {
     /// port would succeed).
     pub fn tuple_free(&self, local_port: u16, remote: SocketAddrV4) -> bool {
         let local = SocketAddrV4::new(self.config.ipv4_addr, local_port);
-        !self.by_tuple.contains_key(&FourTuple { local, remote })
+        !self.by_tuple.contains(&FourTuple { local, remote })
     }
 
     /// Queues data for sending; returns how many bytes were taken (0 when the send buffer
@@ -493,7 +495,7 @@ impl Stack {
         if *tuple.local.ip() != self.config.ipv4_addr {
             return Err(ImportError::WrongAddress);
         }
-        if self.by_tuple.contains_key(&tuple) {
+        if self.by_tuple.contains(&tuple) {
             return Err(ImportError::Duplicate);
         }
         if self.sockets.len() >= self.config.max_sockets {
@@ -562,7 +564,7 @@ impl Stack {
             tx_queued: false,
             next_hop,
         });
-        self.by_tuple.insert(tuple, index);
+        self.by_tuple.insert(&tuple, index);
         self.after_activity(index);
         SocketHandle { index, generation }
     }
@@ -572,9 +574,7 @@ impl Stack {
         let Some(generation) = self.sockets.generation(index) else { return };
         let Some(s) = self.sockets.remove(index) else { return };
         let tuple = s.conn.tuple();
-        if self.by_tuple.get(&tuple) == Some(&index) {
-            self.by_tuple.remove(&tuple);
-        }
+        self.by_tuple.remove_if(&tuple, index);
         if let Some(t) = s.deadline {
             self.timers.remove(&(t, index));
         }

@@ -17,6 +17,7 @@ mod handle;
 mod input;
 mod output;
 mod socket;
+mod timer_queue;
 
 pub mod arp_cache;
 pub mod counters;
@@ -25,7 +26,7 @@ pub mod reassembly;
 pub(crate) mod siphash;
 pub mod syn_cookie;
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -42,6 +43,7 @@ use self::isn::IsnGenerator;
 use self::reassembly::Reassembler;
 use self::socket::{Listener, Socket};
 use self::syn_cookie::SynCookies;
+use self::timer_queue::TimerQueue;
 use crate::tcp::{
     Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats, FourTuple,
     Keepalive, State,
@@ -84,8 +86,10 @@ pub struct Stack {
     listeners: Slab<Listener>,
     by_tuple: FlowTable,
     by_port: BTreeMap<u16, u32>,
-    /// `(deadline, socket index)` for every socket with a pending timer.
-    timers: BTreeSet<(Instant, u32)>,
+    /// The deadlines of sockets with a pending timer.
+    timers: TimerQueue,
+    /// Sockets whose timers fired, kept between `handle_timeout` calls for its storage.
+    due: Vec<u32>,
     /// Sockets that may have something to transmit, served round-robin.
     tx_queue: VecDeque<u32>,
     /// Complete frames the stack originated itself (ARP, ICMP, resets, cookie SYN-ACKs).
@@ -134,7 +138,8 @@ impl Stack {
             listeners: Slab::new(),
             by_tuple: FlowTable::new(&secret),
             by_port: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: TimerQueue::default(),
+            due: Vec::new(),
             tx_queue: VecDeque::new(),
             control_tx: VecDeque::new(),
             events: VecDeque::new(),
@@ -181,36 +186,33 @@ impl Stack {
     /// The next instant at which [`handle_timeout`](Stack::handle_timeout) must be called,
     /// if any timer is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.timers.first().map(|&(t, _)| t),
-            self.arp.poll_timeout(),
-            self.reassembler.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.timers.next(), self.arp.poll_timeout(), self.reassembler.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
-        let mut due = Vec::new();
-        while let Some(&(t, index)) = self.timers.first() {
-            if t > now {
-                break;
-            }
-            self.timers.pop_first();
-            if let Some(s) = self.sockets.by_index_mut(index) {
+        let mut due = core::mem::take(&mut self.due);
+        while let Some((t, index)) = self.timers.pop_due(now) {
+            // Entries left behind by a deadline that moved are skipped (see `timer_queue`).
+            if let Some(s) = self.sockets.by_index_mut(index).filter(|s| s.deadline == Some(t)) {
                 s.deadline = None;
+                self.timers.fired();
+                due.push(index);
             }
-            due.push(index);
         }
-        for index in due {
+        for &index in &due {
             if let Some(s) = self.sockets.by_index_mut(index) {
                 s.conn.handle_timeout(now);
                 self.after_activity(index);
             }
         }
+        due.clear();
+        self.due = due;
+        self.prune_timers();
         self.counters.arp_pending_dropped += self.arp.expire(now) as u64;
         self.counters.ipv4_fragment_timeouts += self.reassembler.expire(now) as u64;
     }
@@ -575,8 +577,9 @@ impl Stack {
         let Some(s) = self.sockets.remove(index) else { return };
         let tuple = s.conn.tuple();
         self.by_tuple.remove_if(&tuple, index);
-        if let Some(t) = s.deadline {
-            self.timers.remove(&(t, index));
+        if s.deadline.is_some() {
+            self.timers.reschedule(index, s.deadline, None);
+            self.prune_timers();
         }
         if let Some(parent) = s.parent {
             if let Some(l) = self.listeners.by_index_mut(parent) {
@@ -630,13 +633,9 @@ impl Stack {
             }
         }
         let deadline = s.conn.poll_timeout();
-        if deadline != s.deadline {
-            if let Some(old) = s.deadline {
-                self.timers.remove(&(old, index));
-            }
-            if let Some(new) = deadline {
-                self.timers.insert((new, index));
-            }
+        let rescheduled = deadline != s.deadline;
+        if rescheduled {
+            self.timers.reschedule(index, s.deadline, deadline);
             s.deadline = deadline;
         }
         if queue_for_tx && !s.tx_queued {
@@ -646,6 +645,9 @@ impl Stack {
         let finished = s.conn.is_closed();
         let parent = s.parent;
         let app_closed = s.app_closed;
+        if rescheduled {
+            self.prune_timers();
+        }
 
         if became_established {
             if let Some(p) = parent {
@@ -663,6 +665,15 @@ impl Stack {
             }
             self.free_socket(index);
         }
+    }
+
+    /// Keeps the timer queue's earliest entry live after a deadline changed.
+    fn prune_timers(&mut self) {
+        let sockets = &self.sockets;
+        self.timers.prune(
+            |t, index| sockets.by_index(index).is_some_and(|s| s.deadline == Some(t)),
+            || sockets.iter().filter_map(|(index, s)| s.deadline.map(|t| (t, index))),
+        );
     }
 
     fn promote_to_accept_queue(&mut self, parent: u32, handle: SocketHandle) {

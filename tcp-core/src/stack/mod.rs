@@ -48,7 +48,7 @@ use crate::tcp::{
     Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats, FourTuple,
     Keepalive, State,
 };
-use crate::time::Instant;
+use crate::time::{Instant, earliest};
 
 /// One TCP/IPv4 stack instance bound to one interface (one NIC queue pair in netpop).
 ///
@@ -186,10 +186,8 @@ impl Stack {
     /// The next instant at which [`handle_timeout`](Stack::handle_timeout) must be called,
     /// if any timer is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.timers.next(), self.arp.poll_timeout(), self.reassembler.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let ip = earliest(self.arp.poll_timeout(), self.reassembler.poll_timeout());
+        earliest(self.timers.next(), ip)
     }
 
     /// Fires every timer due at `now`.

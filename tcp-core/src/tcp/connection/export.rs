@@ -251,7 +251,7 @@ impl Connection {
             app_closed: self.app_closed,
             write_blocked: self.write_blocked,
             close_reason: self.close_reason,
-            pending_events: self.events.iter().copied().collect(),
+            pending_events: self.events.iter().collect(),
             stats: self.stats,
         }
     }

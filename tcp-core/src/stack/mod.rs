@@ -39,7 +39,7 @@ pub use handle::{ListenerHandle, SocketHandle};
 use self::arp_cache::ArpCache;
 use self::flow_table::FlowTable;
 use self::handle::Slab;
-use self::isn::IsnGenerator;
+use self::isn::{IsnGenerator, TsOffsetCache};
 use self::reassembly::Reassembler;
 use self::socket::{Listener, Socket};
 use self::syn_cookie::SynCookies;
@@ -98,6 +98,7 @@ pub struct Stack {
     arp: ArpCache,
     reassembler: Reassembler,
     isn: IsnGenerator,
+    ts_offsets: TsOffsetCache,
     cookies: SynCookies,
     /// When a SYN queue last overflowed; cookie ACKs are only checked shortly after.
     last_syn_overflow: Option<Instant>,
@@ -131,6 +132,7 @@ impl Stack {
                 config.reassembly_timeout,
             ),
             isn: IsnGenerator::new(secret),
+            ts_offsets: TsOffsetCache::default(),
             cookies: SynCookies::new(secret),
             icmp_tokens: config.icmp_error_rate,
             config: StackConfig { ephemeral_ports, ..config },
@@ -350,7 +352,7 @@ impl Stack {
         let params = ConnectionParams {
             tuple,
             iss: self.isn.isn(local, remote, now),
-            ts_offset: self.isn.ts_offset(*local.ip(), rip),
+            ts_offset: self.ts_offset(*local.ip(), rip),
         };
         let conn = Connection::connect(&self.config.tcp, params, now);
         Ok(self.insert_socket(conn, None, next_hop))
@@ -528,6 +530,12 @@ impl Stack {
             .get_mut(handle.index, handle.generation)
             .filter(|s| !s.app_closed && s.parent.is_none())
             .ok_or(SocketError::InvalidHandle)
+    }
+
+    /// The RFC 7323 timestamp offset for a host pair (cached: it depends on the addresses
+    /// only).
+    fn ts_offset(&mut self, local: Ipv4Addr, remote: Ipv4Addr) -> u32 {
+        self.ts_offsets.get(&self.isn, local, remote)
     }
 
     /// The Ethernet-level next hop for `dst`, or `None` when it is unreachable.

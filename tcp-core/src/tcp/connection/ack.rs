@@ -144,7 +144,7 @@ impl Connection {
                 }
             }
             None => {
-                if data_acked > 0 {
+                if data_acked > 0 && self.cc.is_cwnd_limited() {
                     self.cc.on_ack(data_acked, smss, now, self.rtt.srtt);
                 }
             }

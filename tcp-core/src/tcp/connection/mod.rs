@@ -66,7 +66,7 @@ pub(crate) struct Recovery {
 ///
 /// # Memory
 ///
-/// An idle connection costs about 1.1 KiB: the control block itself (1,008 bytes on
+/// An idle connection costs about 1.1 KiB: the control block itself (1,040 bytes on
 /// x86-64, checked by a test) plus the [`Stack`](crate::stack::Stack)'s bookkeeping (its
 /// connection-table and timer entries). The send and receive buffers are allocated only
 /// while data is queued, grow up to [`TcpConfig::send_buffer`] and

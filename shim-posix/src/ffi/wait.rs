@@ -119,6 +119,10 @@ fn kernel_poll(
     sigmask: *const sigset_t,
 ) -> Result<usize, Errno> {
     if !has_kernel && deadline.expired() {
+        // Nothing to ask the kernel, but entries that are not netpop sockets (negative fds
+        // that programs such as lighttpd leave in their arrays) still get revents = 0, as
+        // poll(2) writes them: a stale value would be counted as an event.
+        copy_kernel_revents(fds, socks, kernel);
         return Ok(0);
     }
     let n = ppoll_until(kernel, deadline, sigmask)?;

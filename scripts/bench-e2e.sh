@@ -178,8 +178,10 @@ start_netpop() {
     case "$1" in
         sim) args=(--nic sim --wire "tap:${tag}x"); netpop_ip=10.84.0.2 ;;
         afxdp)
-            ip link add "${tag}x" numtxqueues 2 numrxqueues 2 type veth peer name "${tag}y" \
-                numtxqueues 2 numrxqueues 2 netns "$client_ns"
+            # As many queues as instances: netpop serves queues 0..Q-1 only, and veth
+            # spreads frames over all of its receive queues.
+            ip link add "${tag}x" numtxqueues "$2" numrxqueues "$2" type veth peer name "${tag}y" \
+                numtxqueues "$2" numrxqueues "$2" netns "$client_ns"
             ip link set "${tag}x" up
             ip -n "$client_ns" addr add 10.85.0.1/24 dev "${tag}y"
             ip -n "$client_ns" link set "${tag}y" up

@@ -38,6 +38,8 @@ SERVERS="${SERVERS:-lighttpd apache-prefork}"
 STACKS="${STACKS:-linux sim afxdp}"
 INSTANCES="${INSTANCES:-1 2}"
 CONCURRENCY="${CONCURRENCY:-100 1000}"
+# Socket slots per app segment: lighttpd holds all 1,000 connections in one process.
+APP_SOCKETS="${APP_SOCKETS:-4096}"
 
 say() { echo "$@" >&2; }
 [ "$(id -u)" = 0 ] || { say "bench-e2e: needs root (network namespaces, TAP, AF_XDP)"; exit 1; }
@@ -189,7 +191,7 @@ start_netpop() {
             args=(--nic "afxdp:${tag}x"); netpop_ip=10.85.0.2 ;;
     esac
     setsid "$NETPOP" up --name "$np_name" --socket-dir "$work" --foreground "${args[@]}" \
-        --queues "$2" --ip "$netpop_ip/24" --policy off >"$work/netpop.out" 2>&1 &
+        --queues "$2" --ip "$netpop_ip/24" --policy off --app-sockets "$APP_SOCKETS" >"$work/netpop.out" 2>&1 &
     np_pid=$!
     for _ in $(seq 300); do grep -q " up: " "$work/netpop.out" && break; sleep 0.1; done
     grep -q " up: " "$work/netpop.out" || { say "bench-e2e: netpop did not start"; cat "$work/netpop.out" >&2; exit 1; }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # --- dependencies -------------------------------------------------------------------
-APT_PACKAGES=(iproute2 iputils-ping curl ethtool lighttpd apache2-utils)
+APT_PACKAGES=(iproute2 iputils-ping curl ethtool lighttpd apache2 apache2-utils)
 if [ "$(id -u)" = 0 ]; then
     missing=()
     for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

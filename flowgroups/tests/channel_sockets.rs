@@ -1,5 +1,6 @@
 //! Socket calls of the native client beyond the basic echo: peeking and counting received
-//! bytes, resets, binding a source port, listener options and edge-triggered listeners.
+//! bytes, resets (and their errno after the peer finished), binding a source port, listener
+//! options and edge-triggered listeners.
 
 mod channel_support;
 
@@ -88,6 +89,42 @@ fn abort_resets_the_connection_and_frees_the_slot() {
     assert!(h.peer_recv_to_eof(0, p2).is_empty());
     c.abort(l).unwrap();
     eventually(c, "all slots released", || c.free_slots() == 64);
+}
+
+#[test]
+fn a_reset_after_the_peer_finished_reads_as_epipe_and_otherwise_as_econnreset() {
+    let h = Harness::new(1);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    let l = c.listen(92, 16).unwrap();
+    let mut buf = [0u8; 16];
+    // The peer closes first (its FIN arrives: CLOSE-WAIT here); our next bytes reach a
+    // closed socket and come back as a reset. Linux calls that EPIPE.
+    let p = h.peer_connect(0, 92);
+    let (s, _) = c.accept(l, true).unwrap();
+    h.peer_wait_established(0, p);
+    h.with(|w| w.lanes[0].peer.close(p).unwrap());
+    assert_eq!(c.recv(s, &mut buf, true).unwrap(), 0, "end of stream first");
+    let mut error = None;
+    for _ in 0..200 {
+        match c.send(s, b"data", false) {
+            Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(error.and_then(|e| e.raw_os_error()), Some(libc::EPIPE));
+    c.close(s).unwrap();
+    // A reset while both directions are open is ECONNRESET.
+    let p = h.peer_connect(0, 92);
+    let (s, _) = c.accept(l, true).unwrap();
+    h.peer_wait_established(0, p);
+    h.with(|w| w.lanes[0].peer.abort(p).unwrap());
+    let e = c.recv(s, &mut buf, true).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
+    c.close(s).unwrap();
 }
 
 #[test]

@@ -215,9 +215,10 @@ impl<S: Pollable> InterestList<S> {
         !self.map.is_empty()
     }
 
-    /// Some live socket of the set (the shim asks it which channel client to sleep on).
-    pub(crate) fn any_target(&self) -> Option<Arc<S>> {
-        self.map.values().find_map(|i| i.target.upgrade())
+    /// The first `Some` that `f` gives for a live socket of the set (the shim asks for the
+    /// channel client to sleep on).
+    pub(crate) fn find_map_target<T>(&self, mut f: impl FnMut(&S) -> Option<T>) -> Option<T> {
+        self.map.values().find_map(|i| i.target.upgrade().and_then(|t| f(&t)))
     }
 
     /// Appends up to `max - out.len()` ready events `(events, data)` to `out`, applying the

@@ -1,5 +1,5 @@
-//! The `netpop` command: `up`, `down`, `stat`, `capture` (and the hidden `instance`, which
-//! the control plane runs once per queue). See `netpop help` and `flowgroups::plane`.
+//! The `netpop` command: `up`, `down`, `stat`, `capture`, `run` (and the hidden `instance`,
+//! which the control plane runs once per queue). See `netpop help` and `flowgroups::plane`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use flowgroups::plane::admin::{self, AdminRequest};
 use flowgroups::plane::config::{ArgCursor, ConfigError, Target, parse_up};
+use flowgroups::plane::run::{RUN_HELP, RunError, parse_run};
 use flowgroups::plane::server::{DEFAULT_GRACE, ReadyReport};
 use flowgroups::plane::{PlaneError, child, daemon, run_up};
 
@@ -39,10 +40,18 @@ usage:
                                per-instance (and per-flow-group) counters
   netpop capture [--name N] [--socket-dir DIR] --instance I --count C --out FILE.pcap [--timeout SECS]
                                write the next C frames of instance I to a pcap file
+  netpop run [--name N] [--socket-dir DIR] [--shim PATH] [--required] -- CMD [ARGS...]
+                               run CMD with the socket shim preloaded (netpop run --help
+                               lists the environment variables the shim reads)
 ";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if raw.first().is_some_and(|c| c == "run") {
+        // The program and its arguments may be any bytes: keep them as they came.
+        return run(raw.get(1..).unwrap_or_default());
+    }
+    let args: Vec<String> = raw.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let (cmd, rest) = match args.split_first() {
         Some((cmd, rest)) => (cmd.as_str(), rest.to_vec()),
         None => ("help", Vec::new()),
@@ -66,6 +75,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `netpop run`: returns only if the program could not be started.
+fn run(args: &[std::ffi::OsString]) -> ExitCode {
+    let error = match parse_run(args) {
+        Ok(config) => flowgroups::plane::run::exec(&config),
+        Err(RunError::Help) => {
+            print!("{RUN_HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e,
+    };
+    eprintln!("netpop run: {error}");
+    ExitCode::from(error.exit_status())
 }
 
 fn up(mut args: Vec<String>) -> Result<(), String> {

@@ -756,6 +756,11 @@ impl AppServer {
     }
 
     fn on_closed(&mut self, stack: &mut Stack, slot: u32, reason: CloseReason) {
+        // CLOSE-WAIT (RFC 793 3.2): the peer's FIN came and ours has not been asked for.
+        // Linux (tcp_reset) reports a reset in that state as EPIPE, not ECONNRESET: the
+        // peer had finished, and it was our write that it refused.
+        let close_wait =
+            self.conns.get(&slot).is_some_and(|c| c.eof && !c.shut_wr_pending && !c.shut_wr_done);
         // Deliver what arrived before the end first (an orderly close has a FIN in it).
         self.pump_rx(stack, slot);
         let Some(conn) = self.conns.get_mut(&slot) else { return };
@@ -763,6 +768,7 @@ impl AppServer {
         let errno = match reason {
             CloseReason::Normal => None,
             CloseReason::Reset if !conn.connected => Some(Errno::ECONNREFUSED),
+            CloseReason::Reset if close_wait => Some(Errno::EPIPE),
             CloseReason::Reset => Some(Errno::ECONNRESET),
             CloseReason::TimedOut => Some(Errno::ETIMEDOUT),
             _ => Some(Errno::ECONNABORTED),

@@ -14,6 +14,8 @@
 //! accepts registrations ([`daemon`]). `--wire unix:PATH` ([`unix_wire`]) lets everything
 //! run without privileges, with a test's `tcp-core` stack as the link partner.
 //!
+//! `netpop run -- CMD` ([`run`]) starts a program with the socket shim preloaded.
+//!
 //! The instance side of the process model (`netpop instance`, building an
 //! `instance::InstanceSetup` from inherited descriptors) is in [`child`].
 
@@ -25,6 +27,7 @@ pub mod daemon;
 pub mod health;
 pub mod nic;
 pub mod registration;
+pub mod run;
 pub mod server;
 pub mod spawn;
 pub mod stat;

@@ -6,6 +6,16 @@
 //! `Registered` + the two fds, then `Doorbells` + one doorbell eventfd per instance. The
 //! app keeps its connection open for life; when it hangs up (exit, crash, kill -9) every
 //! instance gets `AppDetached` and resets and frees the app's sockets.
+//!
+//! # Listener families
+//!
+//! Instances let apps of one *family* share a listening port (like `SO_REUSEPORT`
+//! siblings) and refuse it to anyone else (`ListenerRegistry::subscribe`). A forked child
+//! that inherited a listener must share its parent's port — an Apache prefork child
+//! accepts on the socket its parent opened — so an app joins the family of its nearest
+//! registered ancestor: the plane takes the app's pid from the kernel (`SO_PEERCRED`, not
+//! the pid the app announces) and walks its parents in `/proc`. Only a descendant of an app
+//! can share that app's ports, which is what inheriting the descriptor allows on Linux.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -17,6 +27,7 @@ use crate::channel::proto::{Errno, RegistrationMessage};
 use crate::channel::{AppLayout, AppSegment, SocketField};
 use crate::control::ControlMessage;
 use crate::instance::plane_link::send_app_fds;
+use crate::shm::process::peer_pid;
 use crate::shm::{EventFd, send_fds};
 
 use super::spawn::InstanceProc;
@@ -29,8 +40,10 @@ pub const MAX_APPS: usize = 4096;
 pub struct AppEntry {
     /// Id given at registration.
     pub app_id: u32,
-    /// Its pid as it announced it (informational).
+    /// Its pid (from the kernel when it can tell, else as the app announced it).
     pub pid: u32,
+    /// Its listener family: its own id, or its nearest registered ancestor's family.
+    pub family: u32,
     /// Its home instance.
     pub home: u16,
     conn: UnixStream,
@@ -112,6 +125,8 @@ impl Registrar {
             self.refuse(&conn, Errno::EMFILE);
             return Err(io::Error::other("too many apps"));
         }
+        // The kernel's word for who connected; the announced pid only if it has none.
+        let pid = peer_pid(conn.as_fd()).ok().filter(|&p| p != 0).unwrap_or(pid);
         let app_id = self.next_id;
         // Ids are not reused while the plane runs (a late message about a dead app must
         // never reach its successor); 2^32 registrations are far away.
@@ -126,12 +141,12 @@ impl Registrar {
                 return Err(e);
             }
         };
+        let family =
+            family_by_ancestry(pid, |p| self.family_of_pid(p), parent_of).unwrap_or(app_id);
         let fds = [segment.segment().fd(), wake.as_fd()];
         for inst in instances.iter_mut().filter(|i| !i.dead) {
             // fds first, then the control message that tells the instance to take them.
-            // Every app is its own listener family (a forked child registers as a new app
-            // of a new family; sharing a parent's ports is the shim's business).
-            match send_app_fds(&inst.link, app_id, app_id, self.layout, fds[0], fds[1]) {
+            match send_app_fds(&inst.link, app_id, family, self.layout, fds[0], fds[1]) {
                 Ok(()) => {
                     inst.send(ControlMessage::AppAttached { app_id });
                 }
@@ -151,7 +166,8 @@ impl Registrar {
             let count = self.layout.instances;
             send_fds(&conn, &RegistrationMessage::Doorbells { count }.encode(), &doorbells)
         });
-        self.apps.insert(app_id, AppEntry { app_id, pid, home, conn, segment, _wake: wake });
+        self.apps
+            .insert(app_id, AppEntry { app_id, pid, family, home, conn, segment, _wake: wake });
         self.registered_total += 1;
         if let Err(e) = answered {
             // The app is gone already: undo at once.
@@ -159,6 +175,11 @@ impl Registrar {
             return Err(e);
         }
         Ok(app_id)
+    }
+
+    /// The family of the registered app with process id `pid`, if any.
+    fn family_of_pid(&self, pid: u32) -> Option<u32> {
+        self.apps.values().find(|a| a.pid == pid).map(|a| a.family)
     }
 
     /// The live instance that is home to the fewest apps (lowest index on ties).
@@ -216,5 +237,79 @@ impl Registrar {
     /// Makes an accepted connection non-blocking for hang-up polling.
     pub fn prepare(conn: &UnixStream) -> io::Result<()> {
         conn.set_nonblocking(true)
+    }
+}
+
+/// How far up the process tree a registration looks for a registered ancestor.
+const MAX_ANCESTRY: usize = 64;
+
+/// The family of the nearest ancestor of `pid` that `family_of` knows, walking parents with
+/// `parent_of` (at most [`MAX_ANCESTRY`] steps, never past init).
+fn family_by_ancestry(
+    pid: u32,
+    family_of: impl Fn(u32) -> Option<u32>,
+    parent_of: impl Fn(u32) -> Option<u32>,
+) -> Option<u32> {
+    let mut at = pid;
+    for _ in 0..MAX_ANCESTRY {
+        at = parent_of(at).filter(|&p| p > 1 && p != at)?;
+        if let Some(family) = family_of(at) {
+            return Some(family);
+        }
+    }
+    None
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat` (proc(5): the fourth field, after
+/// the command name in parentheses, which may itself hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_parent(&stat)
+}
+
+fn parse_parent(stat: &str) -> Option<u32> {
+    let after_comm = stat.get(stat.rfind(')')? + 1..)?;
+    after_comm.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_past_an_awkward_command_name() {
+        assert_eq!(parse_parent("1234 (apache2) S 1200 1234 1234 0 -1"), Some(1200));
+        assert_eq!(parse_parent("77 (a) b) (c) R 5 77 77 0"), Some(5));
+        assert_eq!(parse_parent("garbage"), None);
+        assert_eq!(parse_parent("1 (x)"), None);
+        let me = std::process::id();
+        assert_eq!(parent_of(me), Some(crate::shm::process::parent_pid()));
+    }
+
+    #[test]
+    fn an_app_joins_the_family_of_its_nearest_registered_ancestor() {
+        // init(1) -> shell(10) -> apache parent(20, app family 7) -> child(30) -> cgi(40);
+        // an unrelated process 50 under the shell.
+        let parent = |p: u32| match p {
+            10 => Some(1),
+            20 => Some(10),
+            30 => Some(20),
+            40 => Some(30),
+            50 => Some(10),
+            _ => None,
+        };
+        let family = |p: u32| (p == 20).then_some(7);
+        assert_eq!(family_by_ancestry(30, family, parent), Some(7));
+        assert_eq!(family_by_ancestry(40, family, parent), Some(7), "grandchildren too");
+        assert_eq!(family_by_ancestry(50, family, parent), None, "a sibling is no relative");
+        assert_eq!(family_by_ancestry(20, family, parent), None, "not its own ancestor");
+        // A loop in a (hostile or racing) process table ends.
+        assert_eq!(family_by_ancestry(5, |_| None, |p| Some(p ^ 1)), None);
+    }
+
+    #[test]
+    fn the_kernel_names_the_peer_of_a_unix_socket() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(peer_pid(a.as_fd()).unwrap(), std::process::id());
     }
 }

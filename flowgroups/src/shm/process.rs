@@ -309,6 +309,25 @@ impl AsFd for SeqpacketListener {
     }
 }
 
+/// The pid of the process at the other end of a connected Unix socket, as the kernel
+/// recorded it when the connection was made (`SO_PEERCRED`, unix(7)). 0 when the peer lives
+/// in a pid namespace this process cannot see.
+pub fn peer_pid(sock: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live `cred` and updates `len`.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(u32::try_from(cred.pid).unwrap_or(0))
+}
+
 /// Asks for `bytes` of send and receive buffer on a socket (the kernel caps it at
 /// `net.core.wmem_max`/`rmem_max`). Unix SEQPACKET sockets account whole skbs, so the
 /// default buffer holds only about a hundred small frames.

@@ -64,7 +64,7 @@ fn mixed_poll(
         })
         .collect();
     let has_kernel = kernel.iter().any(|p| p.fd >= 0);
-    let link = link_of(socks.iter().flatten());
+    let mut link = link_of(socks.iter().flatten());
     loop {
         let ticket = link.as_ref().map(|l| l.client.ticket());
         let mut ready = 0;
@@ -72,6 +72,14 @@ fn mixed_poll(
             if let Some(s) = s {
                 p.revents = events::poll_revents(s.poll_state().mask, p.events);
                 ready += usize::from(p.revents != 0);
+            }
+        }
+        if ready == 0 && link.is_none() {
+            // Checking a listener inherited across fork subscribes it in this process:
+            // from now on there is a client whose wake-ups this wait must sleep on.
+            if let Some(l) = link_of(socks.iter().flatten()) {
+                link = Some(l);
+                continue;
             }
         }
         let (ticket, link) = match (ticket, &link) {
@@ -119,6 +127,10 @@ fn kernel_poll(
     sigmask: *const sigset_t,
 ) -> Result<usize, Errno> {
     if !has_kernel && deadline.expired() {
+        // Nothing to ask the kernel, but entries that are not netpop sockets (negative fds
+        // that programs such as lighttpd leave in their arrays) still get revents = 0, as
+        // poll(2) writes them: a stale value would be counted as an event.
+        copy_kernel_revents(fds, socks, kernel);
         return Ok(0);
     }
     let n = ppoll_until(kernel, deadline, sigmask)?;
@@ -539,13 +551,17 @@ unsafe fn epoll_wait_any(
     sigmask: *const sigset_t,
 ) -> Option<c_int> {
     let set = epoll_set_of(epfd)?;
-    let link = {
+    let live_link = || {
+        let m = set.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.find_map_target(SockDesc::link)
+    };
+    {
         let mut m = set.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !m.has_live() {
             return None;
         }
-        m.any_target().and_then(|s| s.link())
-    };
+    }
+    let mut link = live_link();
     if max <= 0 {
         return Some(int_result(Err(libc::EINVAL)));
     }
@@ -574,6 +590,14 @@ unsafe fn epoll_wait_any(
                 }
                 if !out.is_empty() || deadline.expired() {
                     break;
+                }
+                if link.is_none() {
+                    // As in `mixed_poll`: an inherited listener subscribes on its first
+                    // check in a forked child, and its client's wake-ups count from then.
+                    if let Some(l) = live_link() {
+                        link = Some(l);
+                        continue;
+                    }
                 }
                 let (Some(ticket), Some(link)) = (ticket, &link) else {
                     // No netpop member can change by itself: wait on the kernel alone.

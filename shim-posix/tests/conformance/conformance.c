@@ -6,8 +6,23 @@
  * timings, so that a run on the kernel stack and a run under the shim can be compared
  * byte for byte.
  *
+ * Every connection has a "served" end (accepted from the program's own listener) and a
+ * "dialed" end (made by the program's connect()). Checks of server-side calls use a pair
+ * whose served end is the program's; checks of client-side calls use a pair the program
+ * dials. Normally both ends live in this process. A netpop stack cannot connect to its
+ * own address, so under a live netpop the other end of each pair comes from a helper
+ * process in a network namespace on the far side of the wire (CONF_PEER): it makes kernel
+ * sockets there (a client connected to our listener, or a listener for us to dial) and
+ * passes them over a Unix socket (SCM_RIGHTS). The output is the same either way: each
+ * check prints what the program's end saw.
+ *
  * Usage:
- *   conformance                 all checks (address from CONF_ADDR, default 127.0.0.1)
+ *   conformance                 all checks (address from CONF_ADDR, default 127.0.0.1;
+ *                               CONF_PEER=PATH: the other ends come from a peer helper)
+ *   conformance peer-helper PATH ADDR
+ *                               the helper: listens on the Unix socket PATH, serves one
+ *                               program; its sockets use ADDR (run it in the peer
+ *                               namespace, without the shim); prints "ready" when listening
  *   conformance socket-probe    one AF_INET stream socket(): "socket: ok" or the errno
  *   conformance exec-probe      execle() itself with an empty environment; the new image
  *                               prints whether LD_PRELOAD still names the shim
@@ -30,11 +45,14 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static struct in_addr conf_addr;
 static volatile sig_atomic_t sigpipes;
+/* Connection to the peer helper (CONF_PEER), or -1: the other ends are made here. */
+static int peer_helper = -1;
 
 static void check(const char *name, const char *fmt, ...)
 {
@@ -125,16 +143,189 @@ static int set_nonblocking(int fd, int on)
     return fcntl(fd, F_SETFL, on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK));
 }
 
-/* A connected pair: *client (blocking connect) and *server (accepted). */
-static void make_pair(int listener, int *client, int *server)
+/* The address a listener accepts on (its own, or a peer helper's). */
+static struct sockaddr_in listener_addr(int listener)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    if (getsockname(listener, (struct sockaddr *)&a, &len) < 0)
+        die("getsockname listener");
+    return a;
+}
+
+/* ---- the peer helper ------------------------------------------------------------------ */
+
+struct peer_request {
+    char op; /* 'C': a client connected to `target`; 'L': a listener */
+    struct sockaddr_in target;
+};
+
+static void send_fd_reply(int conn, int err, int fd)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { &err, sizeof err };
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (fd >= 0) {
+        memset(cbuf, 0, sizeof cbuf);
+        m.msg_control = cbuf;
+        m.msg_controllen = sizeof cbuf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    if (sendmsg(conn, &m, 0) < 0)
+        die("helper sendmsg");
+}
+
+/* Serves one program: each request gets an errno (0 = ok) and, if ok, a socket. */
+static int peer_helper_main(const char *path, const char *addr)
+{
+    struct in_addr own;
+    if (inet_pton(AF_INET, addr, &own) != 1) {
+        fprintf(stderr, "bad helper address\n");
+        return 2;
+    }
+    int l = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un u;
+    memset(&u, 0, sizeof u);
+    u.sun_family = AF_UNIX;
+    snprintf(u.sun_path, sizeof u.sun_path, "%s", path);
+    if (l < 0 || bind(l, (struct sockaddr *)&u, sizeof u) < 0 || listen(l, 1) < 0)
+        die("helper unix socket");
+    printf("ready\n");
+    fflush(stdout);
+    int conn = accept(l, NULL, NULL);
+    if (conn < 0)
+        die("helper accept");
+    struct peer_request r;
+    while (recv(conn, &r, sizeof r, 0) == (ssize_t)sizeof r) {
+        int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0), err = 0;
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        if (fd < 0) {
+            err = errno;
+        } else if (r.op == 'C') {
+            if (connect(fd, (struct sockaddr *)&r.target, sizeof r.target) < 0)
+                err = errno;
+        } else {
+            a.sin_addr = own;
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 16) < 0)
+                err = errno;
+        }
+        send_fd_reply(conn, err, err ? -1 : fd);
+        if (fd >= 0)
+            close(fd);
+    }
+    return 0;
+}
+
+/* Asks the helper for a socket; dies if it cannot make one. */
+static int peer_call(char op, struct sockaddr_in target)
+{
+    struct peer_request r;
+    memset(&r, 0, sizeof r);
+    r.op = op;
+    r.target = target;
+    if (send(peer_helper, &r, sizeof r, 0) != (ssize_t)sizeof r)
+        die("peer request");
+    int err = -1, fd = -1;
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { &err, sizeof err };
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf;
+    m.msg_controllen = sizeof cbuf;
+    if (recvmsg(peer_helper, &m, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof err)
+        die("peer reply");
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    if (err != 0 || fd < 0) {
+        errno = err;
+        die(op == 'C' ? "peer connect" : "peer listen");
+    }
+    /* Like a socket made here: close-on-exec off. */
+    fcntl(fd, F_SETFD, 0);
+    return fd;
+}
+
+static void connect_peer_helper(const char *path)
+{
+    peer_helper = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un u;
+    memset(&u, 0, sizeof u);
+    u.sun_family = AF_UNIX;
+    snprintf(u.sun_path, sizeof u.sun_path, "%s", path);
+    if (peer_helper < 0 || connect(peer_helper, (struct sockaddr *)&u, sizeof u) < 0)
+        die("connect to CONF_PEER");
+}
+
+/* ---- the other end of a connection ------------------------------------------------------ */
+
+/* A blocking client connected to our `listener`: made here, or by the peer helper. */
+static int other_client(int listener)
+{
+    if (peer_helper >= 0)
+        return peer_call('C', listener_addr(listener));
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (c < 0)
+        die("socket");
+    struct sockaddr_in a = listener_addr(listener);
+    if (connect(c, (struct sockaddr *)&a, sizeof a) < 0)
+        die("connect");
+    return c;
+}
+
+/* A listener for us to dial: made here, or by the peer helper. */
+static int other_listener(void)
+{
+    return peer_helper >= 0 ? peer_call('L', addr_of(0)) : make_listener();
+}
+
+/* An address where nobody listens: a port bound once and closed again. */
+static struct sockaddr_in closed_address(void)
+{
+    int tmp;
+    if (peer_helper >= 0) {
+        tmp = peer_call('L', addr_of(0));
+    } else {
+        tmp = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = addr_of(0);
+        bind(tmp, (struct sockaddr *)&a, sizeof a);
+    }
+    struct sockaddr_in a = listener_addr(tmp);
+    close(tmp);
+    return a;
+}
+
+/* A pair whose served end *server is ours (accepted from `listener`). */
+static void make_pair_served(int listener, int *client, int *server)
+{
+    *client = other_client(listener);
+    *server = accept(listener, NULL, NULL);
+    if (*server < 0)
+        die("accept");
+}
+
+/* A pair whose dialed end *client is ours (blocking connect to `far_listener`). */
+static void make_pair_dialed(int far_listener, int *client, int *server)
 {
     *client = socket(AF_INET, SOCK_STREAM, 0);
     if (*client < 0)
         die("socket");
-    struct sockaddr_in a = addr_of(port_of(listener));
+    struct sockaddr_in a = listener_addr(far_listener);
     if (connect(*client, (struct sockaddr *)&a, sizeof a) < 0)
         die("connect");
-    *server = accept(listener, NULL, NULL);
+    *server = accept(far_listener, NULL, NULL);
     if (*server < 0)
         die("accept");
 }
@@ -146,10 +337,11 @@ static void send_all(int fd, const char *s)
         die("send");
 }
 
+/* Dials `listener` (the other end's) without blocking. */
 static void check_nonblocking_connect(int listener)
 {
     int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = addr_of(port_of(listener));
+    struct sockaddr_in a = listener_addr(listener);
     int rc = connect(c, (struct sockaddr *)&a, sizeof a);
     check("connect.nonblocking", "%s", rc == 0 ? "connected at once" :
           errno == EINPROGRESS ? "in progress" : err_name(errno));
@@ -169,14 +361,8 @@ static void check_nonblocking_connect(int listener)
 
 static void check_refused(void)
 {
-    /* A port nobody listens on: bind one, learn it, close it. */
-    int tmp = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = addr_of(0);
-    bind(tmp, (struct sockaddr *)&a, sizeof a);
-    unsigned short port = port_of(tmp);
-    close(tmp);
+    struct sockaddr_in a = closed_address();
     int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    a = addr_of(port);
     int rc = connect(c, (struct sockaddr *)&a, sizeof a);
     int e = rc < 0 ? errno : 0;
     check("refused.connect", "%s", e == EINPROGRESS || e == ECONNREFUSED ? "EINPROGRESS or ECONNREFUSED" : err_name(e));
@@ -202,7 +388,7 @@ static void check_data_calls(int listener)
 {
     int c, s;
     char buf[64];
-    make_pair(listener, &c, &s);
+    make_pair_served(listener, &c, &s);
 
     set_nonblocking(s, 1);
     int fl = fcntl(s, F_GETFL);
@@ -313,7 +499,7 @@ static void drain(int fd)
 static void check_epoll(int listener)
 {
     int c, s;
-    make_pair(listener, &c, &s);
+    make_pair_served(listener, &c, &s);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 7 };
     epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
@@ -360,9 +546,7 @@ static void check_epoll(int listener)
     ev.events = EPOLLIN;
     epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev);
     check("epoll.listener.idle", "%d", epoll_count(ep, 0, NULL));
-    int c2 = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = addr_of(port_of(listener));
-    connect(c2, (struct sockaddr *)&a, sizeof a);
+    int c2 = other_client(listener);
     check("epoll.listener.ready", "%d", epoll_count(ep, 5000, NULL));
     int s2 = accept(listener, NULL, NULL);
     check("epoll.listener.accepted", "%d", epoll_count(ep, 0, NULL));
@@ -377,7 +561,7 @@ static void check_epoll(int listener)
 static void check_mixed_poll_select(int listener)
 {
     int c, s, p[2];
-    make_pair(listener, &c, &s);
+    make_pair_served(listener, &c, &s);
     if (pipe(p) < 0)
         die("pipe");
     if (write(p[1], "p", 1) != 1)
@@ -391,6 +575,13 @@ static void check_mixed_poll_select(int listener)
     wait_for(s, POLLIN);
     n = poll(fds, 3, 1000);
     check("poll.mixed.both", "n=%d pipe=%d sock_in=%d", n, fds[0].revents, fds[1].revents);
+
+    /* poll(2) writes revents of every entry: a negative fd gets 0 even if the array held
+     * an old value there (lighttpd counts entries with revents != 0). */
+    struct pollfd holes[2] = { { .fd = -1, .events = POLLIN, .revents = POLLIN | POLLHUP },
+                               { .fd = s, .events = POLLIN } };
+    n = poll(holes, 2, 1000);
+    check("poll.negative_fd", "n=%d hole=%d sock_in=%d", n, holes[0].revents, !!(holes[1].revents & POLLIN));
 
     fd_set r, w;
     FD_ZERO(&r);
@@ -436,7 +627,7 @@ static void check_dup(int listener)
 {
     int c, s, p[2];
     char buf[16];
-    make_pair(listener, &c, &s);
+    make_pair_served(listener, &c, &s);
     if (pipe(p) < 0)
         die("pipe");
     int keep = dup(s);
@@ -463,11 +654,11 @@ static void check_dup(int listener)
     close(c);
 }
 
-static void check_shutdown_and_epipe(int listener)
+static void check_shutdown_and_epipe(int far_listener)
 {
     int c, s;
     char buf[16];
-    make_pair(listener, &c, &s);
+    make_pair_dialed(far_listener, &c, &s);
     shutdown(c, SHUT_WR);
     wait_for(s, POLLIN);
     ssize_t n = recv(s, buf, sizeof buf, 0);
@@ -487,7 +678,7 @@ static void check_shutdown_and_epipe(int listener)
     close(s);
 
     /* EPIPE: the peer closed; the first send is answered by a reset, later ones fail. */
-    make_pair(listener, &c, &s);
+    make_pair_dialed(far_listener, &c, &s);
     close(s);
     wait_for(c, POLLIN);
     int first_err = 0;
@@ -513,8 +704,19 @@ static void check_shutdown_and_epipe(int listener)
 
 static void check_fork_listener(int listener)
 {
+    int go[2];
+    if (pipe(go) < 0)
+        die("pipe");
     pid_t pid = fork();
     if (pid == 0) {
+        /* The child waits in poll on the inherited listener before the connection comes
+         * (the parent connects once the child has told it that it is about to poll). */
+        close(go[0]);
+        if (write(go[1], "p", 1) != 1)
+            _exit(5);
+        struct pollfd p = { .fd = listener, .events = POLLIN };
+        if (poll(&p, 1, 5000) != 1 || !(p.revents & POLLIN))
+            _exit(4);
         int s = accept(listener, NULL, NULL);
         if (s < 0)
             _exit(3);
@@ -522,9 +724,13 @@ static void check_fork_listener(int listener)
         close(s);
         _exit(0);
     }
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = addr_of(port_of(listener));
-    connect(c, (struct sockaddr *)&a, sizeof a);
+    close(go[1]);
+    char ready;
+    if (read(go[0], &ready, 1) != 1)
+        die("read pipe");
+    close(go[0]);
+    usleep(50000);
+    int c = other_client(listener);
     char buf[16];
     wait_for(c, POLLIN);
     ssize_t n = recv(c, buf, sizeof buf, MSG_WAITALL);
@@ -548,6 +754,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "bad CONF_ADDR\n");
         return 2;
     }
+    if (argc > 3 && strcmp(argv[1], "peer-helper") == 0)
+        return peer_helper_main(argv[2], argv[3]);
+    const char *peer = getenv("CONF_PEER");
+    if (peer && *peer)
+        connect_peer_helper(peer);
     if (argc > 1 && strcmp(argv[1], "socket-probe") == 0) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         printf("socket: %s\n", fd >= 0 ? "ok" : err_name(errno));
@@ -567,14 +778,16 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, on_sigpipe);
     int listener = make_listener();
-    check_nonblocking_connect(listener);
+    int far_listener = other_listener();
+    check_nonblocking_connect(far_listener);
     check_refused();
     check_data_calls(listener);
     check_epoll(listener);
     check_mixed_poll_select(listener);
     check_dup(listener);
-    check_shutdown_and_epipe(listener);
+    check_shutdown_and_epipe(far_listener);
     check_fork_listener(listener);
+    close(far_listener);
     close(listener);
     check("done", "ok");
     return 0;

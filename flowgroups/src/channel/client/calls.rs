@@ -96,17 +96,33 @@ impl Client {
     }
 
     /// Waits for the completion tagged `tag`. A signal during the wait (see
-    /// [`Client::set_sleep`]) ends it with `Interrupted`, a silent instance with
-    /// `ETIMEDOUT`; either way the completion, when it comes, is handled as `if_abandoned`
-    /// says, so no socket slot leaks.
+    /// [`Client::set_sleep`]) ends it with `Interrupted` — except for an `Accept` —, a
+    /// silent instance with `ETIMEDOUT`; either way the completion, when it comes, is
+    /// handled as `if_abandoned` says, so no socket slot leaks.
+    ///
+    /// An `Accept` waits through signals (until the deadline): the instance takes the
+    /// connection off the shared accept queue as soon as it serves the request, so the
+    /// caller is the only one who can still have it. accept(2) behaves the same once the
+    /// kernel has dequeued a connection; the signal's handler has run either way. Ending
+    /// the call would park the connection in this process, which may be about to exit:
+    /// an Apache prefork child told to stop with a signal would take it along and the
+    /// client would see a reset.
     pub(super) fn wait_completion(
         &self,
         tag: u64,
         if_abandoned: Abandoned,
     ) -> io::Result<Completion> {
         let deadline = Instant::now() + CALL_TIMEOUT;
-        let waited =
-            self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)));
+        let waited = loop {
+            let w = self
+                .block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)));
+            match w {
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        && matches!(if_abandoned, Abandoned::Accept { .. }) => {}
+                w => break w,
+            }
+        };
         let error = match waited {
             Ok(Some(c)) => return Ok(c),
             Ok(None) => err(Errno::ETIMEDOUT),

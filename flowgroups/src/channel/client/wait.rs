@@ -26,7 +26,9 @@
 //! Threads sleep through a [`SleepFn`]. The default restarts after a signal, so blocking
 //! calls cannot be interrupted; [`Client::set_sleep`] installs one that reports a signal as
 //! `Interrupted` (the shim's does, so its callers get `EINTR`). The blocking call then
-//! returns that error; a request it was waiting for is finished later (see
+//! returns that error (an accept only before its request was sent: once an instance may
+//! have taken a connection for it, it waits for the answer, see
+//! `Client::wait_completion`); a request it was waiting for is finished later (see
 //! `calls::Abandoned`): an accepted connection is kept for the next accept, a connection
 //! its caller never got is closed, and no socket slot leaks.
 //!

@@ -15,9 +15,11 @@
 //!
 //! Submodules: `input` (segment arrival, RFC 9293 §3.10.7), `ack` (acknowledgment
 //! processing and loss recovery), `output` (what to send), `timers` (RFC 6298, persist,
-//! keepalive, TIME-WAIT), `options` (option negotiation), `export` (migration).
+//! keepalive, TIME-WAIT), `options` (option negotiation), `export` (migration) and
+//! `codec` (the migration state's binary encoding).
 
 mod ack;
+mod codec;
 mod export;
 mod input;
 mod options;
@@ -30,6 +32,7 @@ mod tests;
 
 use alloc::collections::VecDeque;
 
+pub use codec::{CODEC_MAGIC, CODEC_VERSION, CodecError};
 pub use export::ConnectionState;
 pub use options::cookie_syn_ack;
 pub use output::reset_for;

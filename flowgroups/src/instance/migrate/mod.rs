@@ -458,8 +458,16 @@ impl Migrations {
         self.last_sweep_ns = now_ns;
         let ttl = RESIDUE_IDLE_TTL.as_nanos() as u64;
         self.residue.retain(|_, e| now_ns.saturating_sub(e.last_ns) < ttl);
-        let gone: Vec<TupleKey> =
-            self.held.iter().filter(|(k, g)| is_gone(k) || owned(**g)).map(|(k, _)| *k).collect();
+        let outgoing = &self.outgoing;
+        // A group being exported is still ours in the table until the switch: its residue
+        // must not be taken back before the new owner even has it.
+        let back_home = |g: u32| owned(g) && !outgoing.contains_key(&g);
+        let gone: Vec<TupleKey> = self
+            .held
+            .iter()
+            .filter(|(k, g)| is_gone(k) || back_home(**g))
+            .map(|(k, _)| *k)
+            .collect();
         for k in &gone {
             self.held.remove(k);
         }
@@ -567,7 +575,11 @@ mod tests {
         let gone = m.sweep(SWEEP_INTERVAL_NS, |k| *k == key(1), |_| false).unwrap();
         assert_eq!(gone, vec![key(1)]);
         assert!(m.sweep(SWEEP_INTERVAL_NS + 1, |_| true, |_| false).is_none(), "rate limited");
-        let gone = m.sweep(3 * SWEEP_INTERVAL_NS, |_| false, |g| g == 3).unwrap();
+        m.begin_export(3, 1);
+        let none = m.sweep(3 * SWEEP_INTERVAL_NS, |_| false, |g| g == 3).unwrap();
+        assert!(none.is_empty(), "still ours in the table only because the switch is pending");
+        m.outgoing.clear();
+        let gone = m.sweep(5 * SWEEP_INTERVAL_NS, |_| false, |g| g == 3).unwrap();
         assert_eq!(gone, vec![key(2)], "its group came back: no longer residue");
     }
 }

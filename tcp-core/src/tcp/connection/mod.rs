@@ -15,9 +15,11 @@
 //!
 //! Submodules: `input` (segment arrival, RFC 9293 §3.10.7), `ack` (acknowledgment
 //! processing and loss recovery), `output` (what to send), `timers` (RFC 6298, persist,
-//! keepalive, TIME-WAIT), `options` (option negotiation), `export` (migration).
+//! keepalive, TIME-WAIT), `options` (option negotiation), `export` (migration) and
+//! `codec` (the migration state's binary encoding).
 
 mod ack;
+mod codec;
 mod events;
 mod export;
 mod input;
@@ -29,6 +31,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use codec::{CODEC_MAGIC, CODEC_VERSION, CodecError};
 pub use export::ConnectionState;
 pub use options::cookie_syn_ack;
 pub use output::reset_for;

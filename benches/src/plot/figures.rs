@@ -5,7 +5,7 @@
 //! - `tcp`: tcp-core, smoltcp and Linux, connections/s (1 and 1,000 in flight), bulk
 //!   Gbit/s, and callgrind's instructions per connection lifecycle;
 //! - `e2e`, `balance`: requests/s and p99 against concurrency or instances, one line per
-//!   server and stack ([`sweep`]).
+//!   server and stack (`sweep`).
 
 use std::fmt;
 

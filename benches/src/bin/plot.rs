@@ -1,8 +1,10 @@
 //! `plot`: SVG figures of the benchmark results for BENCHMARKS.md (see
 //! `netpop_benches::plot`). `scripts/bench-all.sh` runs it after the benchmarks.
 //!
-//!     plot [render] [--results DIR] [--out DIR]    bench-results/*.json -> docs/bench/*.svg
-//!     plot convert loadgen|tcp [FILE]               a script's text output (FILE or stdin) -> JSON
+//! ```text
+//! plot [render] [--results DIR] [--out DIR]    bench-results/*.json -> docs/bench/*.svg
+//! plot convert loadgen|tcp [FILE]               a script's text output (FILE or stdin) -> JSON
+//! ```
 
 use std::io::Read as _;
 use std::path::PathBuf;

@@ -6,9 +6,9 @@
 //! mutex, completions are matched to the waiting thread by their tag, and each socket's rx
 //! and tx ring ends have their own mutex, so any thread may use any socket.
 //!
-//! Blocking follows DESIGN.md "Shared memory and trust": see [`wait`] for the protocol and
+//! Blocking follows DESIGN.md "Shared memory and trust": see `wait` for the protocol and
 //! for how several threads of one app sleep at once without losing a wake-up, and
-//! [`calls`] for how requests are matched with their completions.
+//! `calls` for how requests are matched with their completions.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

@@ -15,4 +15,5 @@
 
 pub mod loadgen;
 pub mod pktio;
+pub mod plot;
 pub mod tcp;

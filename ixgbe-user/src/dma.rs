@@ -14,7 +14,10 @@
 //!   file (the model engine, the control plane, each kernel instance) sees the same bytes at
 //!   the same "physical" address, which is what lets a queue pair be attached from another
 //!   process.
+//! - `VfioDma` (in `ixgbe::vfio`) for a real device behind an IOMMU: ordinary memory mapped
+//!   into the device's I/O address space with `VFIO_IOMMU_MAP_DMA`.
 
+use std::any::Any;
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -40,6 +43,9 @@ pub enum DmaError {
         /// Bytes still free in the window.
         available: usize,
     },
+    /// The IOMMU refused to map memory for the device (VFIO); the message says why and
+    /// what to do.
+    Iommu(String),
     /// A system call failed.
     Io(io::Error),
 }
@@ -53,6 +59,7 @@ impl fmt::Display for DmaError {
             DmaError::OutOfMemory { requested, available } => {
                 write!(f, "DMA window full: {requested} bytes requested, {available} free")
             }
+            DmaError::Iommu(msg) => write!(f, "IOMMU mapping failed: {msg}"),
             DmaError::Io(e) => write!(f, "DMA memory system call failed: {e}"),
         }
     }
@@ -81,7 +88,9 @@ pub struct DmaRegion {
     virt: NonNull<u8>,
     iova: u64,
     len: usize,
-    _backing: Arc<SharedMemory>,
+    /// Whatever keeps the memory mapped and reachable by the device (a shared mapping, or
+    /// an IOMMU mapping that is undone on drop).
+    _backing: Arc<dyn Any + Send + Sync>,
 }
 
 // SAFETY: the region is plain memory kept alive by an `Arc<SharedMemory>` (itself
@@ -102,6 +111,20 @@ impl fmt::Debug for DmaRegion {
 }
 
 impl DmaRegion {
+    /// A region provided by an allocator outside this module.
+    ///
+    /// # Safety
+    /// `virt..virt + len` must stay mapped, readable and writable, and the device must
+    /// reach the same bytes at `iova..iova + len`, for as long as `backing` lives.
+    pub(crate) unsafe fn from_parts(
+        virt: NonNull<u8>,
+        iova: u64,
+        len: usize,
+        backing: Arc<dyn Any + Send + Sync>,
+    ) -> Self {
+        DmaRegion { virt, iova, len, _backing: backing }
+    }
+
     /// CPU pointer to the first byte.
     pub fn virt(&self) -> *mut u8 {
         self.virt.as_ptr()
@@ -386,7 +409,7 @@ impl DmaAllocator for SharedDmaWindow {
                         virt,
                         iova: MODEL_IOVA_BASE + start as u64,
                         len: size,
-                        _backing: Arc::clone(&self.memory),
+                        _backing: Arc::clone(&self.memory) as _,
                     });
                 }
                 Err(now) => current = now,

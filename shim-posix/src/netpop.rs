@@ -12,23 +12,36 @@
 //! # fork
 //!
 //! A child is a new application (DESIGN.md "Processes"): the atfork child handler bumps
-//! the process generation, and the child registers again on its next netpop call. Sockets
+//! the process generation and lets go of the parent's client
+//! ([`Client::forget_after_fork`]: its registration socket is closed in the child, and it
+//! sends nothing), and the child registers again on its next netpop call. Sockets
 //! remember the generation of the client that created them, so the child never drives the
 //! parent's rings (they are single-producer: the parent still uses them). Inherited
 //! listeners re-subscribe to their port in the child's own registration; inherited
 //! connections cannot be used by the child (see the crate documentation).
 //!
+//! # Signals
+//!
+//! A signal that arrives while a netpop call waits ends it with `EINTR`: the waits here
+//! and the client's own waits for the instances' answers ([`Client::set_sleep`]) all sleep
+//! in `ppoll`. `SA_RESTART` is not consulted (Linux would restart a blocking `accept`,
+//! `recv`, `send` or `connect` without a timeout set); programs that handle `EINTR`, as
+//! servers do, see no difference. An `accept` interrupted while its instance was handing
+//! over a connection keeps that connection for the next `accept`; a blocking `connect`
+//! interrupted during the handshake goes on in the background, as POSIX says.
+//!
 //! # Sleeping
 //!
 //! Waits follow the channel's protocol: take a ticket, check, announce the sleep
 //! ([`Client::prepare_wait`]), compare the ticket again, then sleep in the kernel on the
-//! app's wake eventfd plus whatever kernel fds the caller waits for. Naps are capped at
-//! [`MAX_NAP`] because another thread (or the client itself) may clear the shared
-//! `sleeping` flag while this one sleeps, which would swallow the instance's wake-up.
+//! app's wake eventfd plus whatever kernel fds the caller waits for. The client counts the
+//! waiting threads, so any number of them may sleep at once without losing a wake-up;
+//! naps are capped at [`MAX_NAP`] only so that a waiter notices an instance that died.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -40,7 +53,7 @@ use crate::real;
 use crate::{FDS, FdEntry};
 
 /// Longest single sleep in the kernel while a netpop socket is involved.
-pub(crate) const MAX_NAP: Duration = Duration::from_millis(50);
+pub(crate) const MAX_NAP: Duration = Duration::from_secs(1);
 
 /// The registered client of this process, with the generation it belongs to.
 #[derive(Clone, Debug)]
@@ -70,8 +83,6 @@ enum Status {
 static STATUS: Mutex<Status> = Mutex::new(Status::Untried);
 /// Bumped in every forked child.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
-/// Threads sleeping on the wake eventfd right now (see `sleep`).
-static SLEEPERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The current process generation.
 pub(crate) fn generation() -> u64 {
@@ -126,7 +137,10 @@ fn register() -> Status {
         return Status::Disabled;
     }
     match Client::register(&config.socket_path) {
-        Ok(client) => Status::Active(Link { client: Arc::new(client), generation: generation() }),
+        Ok(mut client) => {
+            client.set_sleep(sleep_until_signal);
+            Status::Active(Link { client: Arc::new(client), generation: generation() })
+        }
         Err(e) => {
             if config.required {
                 notice(&format!(
@@ -194,12 +208,14 @@ extern "C" fn after_fork_in_parent() {
 
 extern "C" fn after_fork_in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    SLEEPERS.store(0, Ordering::Relaxed);
     FORK_GUARDS.with(|g| {
         if let Some((mut st, table)) = g.borrow_mut().take() {
-            if let Status::Active(_) = &*st {
-                // Register afresh on first use; the parent's client stays alive only as
-                // long as inherited sockets refer to it, and is never used again here.
+            if let Status::Active(link) = &*st {
+                // The parent's client: close this process's copy of its registration
+                // socket (the plane must see the parent's death when it comes) and make
+                // sure nothing here sends on its rings. Its memory goes when the last
+                // inherited socket referring to it is closed. Register afresh on first use.
+                link.client.forget_after_fork();
                 *st = Status::Untried;
             }
             drop(table);
@@ -281,8 +297,7 @@ pub(crate) fn sleep(
 ) -> Result<usize, Errno> {
     let wake = std::os::fd::AsRawFd::as_raw_fd(&client.wake_fd());
     fds.push(libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 });
-    SLEEPERS.fetch_add(1, Ordering::AcqRel);
-    client.prepare_wait();
+    let waiting = client.prepare_wait();
     let nap = if client.ticket() != ticket {
         Duration::ZERO
     } else {
@@ -293,13 +308,9 @@ pub(crate) fn sleep(
     // call; `sigmask` is null or the caller's valid signal set.
     let rc = unsafe { real::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, sigmask) };
     let saved = errno();
-    if SLEEPERS.fetch_sub(1, Ordering::AcqRel) == 1 {
-        // Last sleeper out: clear the flag and the counter.
-        let _ = client.finish_wait();
-    } else {
-        drain_eventfd(wake);
-    }
     let woke_by_wake = fds.pop().is_some_and(|p| p.revents != 0);
+    // The client drains the eventfd once the last waiting thread leaves.
+    let _ = waiting.finish(woke_by_wake);
     if rc < 0 {
         return Err(saved);
     }
@@ -307,10 +318,17 @@ pub(crate) fn sleep(
     Ok(ready.saturating_sub(usize::from(woke_by_wake)))
 }
 
-fn drain_eventfd(fd: libc::c_int) {
-    let mut value = 0u64;
-    // SAFETY: reads at most 8 bytes into a live u64; the wake eventfd is non-blocking.
-    let _ = unsafe { real::read(fd, (&mut value as *mut u64).cast(), 8) };
+/// How the client's own blocking waits (for the instances' answers) sleep in this
+/// process: like every other netpop wait here, a signal ends them with `EINTR`.
+fn sleep_until_signal(fd: BorrowedFd<'_>, timeout: Duration) -> std::io::Result<bool> {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ts = timespec_of(timeout);
+    // SAFETY: one live, writable pollfd; `ts` outlives the call; the signal mask is kept.
+    let rc = unsafe { real::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(errno()));
+    }
+    Ok(rc > 0)
 }
 
 /// Runs `check` until it yields a value, sleeping between attempts while `blocking`.

@@ -6,6 +6,9 @@
 //! fail with `ENOPROTOOPT`, as Linux does for an unknown name.
 //!
 //! Accepted connections inherit the listener's options, as on Linux.
+//!
+//! `SO_LINGER {on, 0}` makes the last close of the socket a reset (RST), as on Linux; a
+//! nonzero linger time is stored but `close` does not block for it.
 
 use std::time::Duration;
 
@@ -164,6 +167,11 @@ impl SockOpts {
         }
     }
 
+    /// `SO_LINGER {on, 0}`: closing resets the connection instead of a FIN.
+    pub(crate) fn resets_on_close(&self) -> bool {
+        self.linger == (1, 0)
+    }
+
     /// The options a new connection of this socket (or accepted from it) must carry on its
     /// instance; defaults are left out.
     pub(crate) fn connection_options(&self) -> Vec<SockOption> {
@@ -288,6 +296,15 @@ mod tests {
         let mut expect = int(1);
         expect.extend_from_slice(&int(3));
         assert_eq!(o.get(libc::SOL_SOCKET, libc::SO_LINGER), Ok(expect));
+        assert!(!o.resets_on_close(), "a nonzero linger time is an orderly close");
+        let mut zero = int(1);
+        zero.extend_from_slice(&int(0));
+        o.set(libc::SOL_SOCKET, libc::SO_LINGER, &zero).unwrap();
+        assert!(o.resets_on_close());
+        let mut off = int(0);
+        off.extend_from_slice(&int(0));
+        o.set(libc::SOL_SOCKET, libc::SO_LINGER, &off).unwrap();
+        assert!(!o.resets_on_close());
     }
 
     #[test]

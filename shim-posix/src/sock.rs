@@ -3,11 +3,13 @@
 //! Linux's errno for every misuse.
 //!
 //! A [`SockDesc`] is an open file description: `dup`ed fds share it (and its `O_NONBLOCK`
-//! flag, its options, its read-ahead), and its netpop socket is closed when the last fd goes
-//! (`Drop`). Blocking calls never hold the state lock while they sleep.
+//! flag and its options), and its netpop socket is closed when the last fd goes (`Drop`).
+//! Blocking calls never hold the state lock while they sleep.
 //!
-//! `MSG_PEEK` and `FIONREAD` are served from a read-ahead buffer (the stash): bytes taken
-//! from the channel but not yet given to the application, returned first by the next read.
+//! `MSG_PEEK` and `FIONREAD` look at the socket's receive ring in place
+//! ([`Client::peek`](flowgroups::channel::client::Client::peek),
+//! [`Client::readable`](flowgroups::channel::client::Client::readable)): nothing is taken
+//! from the channel before the application reads it.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -21,8 +23,6 @@ use crate::events::{self, PollState, Pollable};
 use crate::netpop::{self, Deadline, Link, block_on, io_errno};
 use crate::opts::SockOpts;
 
-/// Most bytes `FIONREAD` pulls into the stash to count them.
-const STASH_LIMIT: usize = 1 << 20;
 /// Ephemeral ports tried by `listen` on a socket bound to port 0 (Linux's default range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
 
@@ -74,7 +74,6 @@ pub(crate) struct SockDesc {
     nonblocking: AtomicBool,
     state: Mutex<State>,
     opts: Mutex<SockOpts>,
-    stash: Mutex<Vec<u8>>,
     /// SO_ERROR of a failed connect, reported once.
     pending_error: AtomicI32,
     /// A non-blocking connect said EINPROGRESS and no later `connect` has reported the
@@ -91,9 +90,11 @@ impl Drop for SockDesc {
             State::Connecting { conn } | State::Connected { conn } => Some(conn.clone()),
             State::Fresh { .. } => None,
         };
+        let reset = self.opts.get_mut().unwrap_or_else(PoisonError::into_inner).resets_on_close();
         // A forked child never closes its parent's sockets: they are the parent's.
         if let Some(c) = conn.filter(|c| c.link.is_current()) {
-            let _ = c.link.client.close(c.id);
+            // SO_LINGER {on, 0}: the peer gets a RST, as from Linux.
+            let _ = if reset { c.link.client.abort(c.id) } else { c.link.client.close(c.id) };
         }
     }
 }
@@ -105,7 +106,6 @@ impl SockDesc {
             nonblocking: AtomicBool::new(nonblocking),
             state: Mutex::new(State::Fresh { bound: None }),
             opts: Mutex::new(SockOpts::new(buffer)),
-            stash: Mutex::new(Vec::new()),
             pending_error: AtomicI32::new(0),
             connect_unreported: AtomicBool::new(false),
         }
@@ -131,7 +131,8 @@ impl SockDesc {
     // -----------------------------------------------------------------------------------
     // Setting up
 
-    /// `bind`: records the address for `listen` and `getsockname`.
+    /// `bind`: records the address for `listen`, `connect` (the source port) and
+    /// `getsockname`.
     pub(crate) fn bind(&self, addr: SocketAddrV4) -> Result<(), Errno> {
         match &mut *lock(&self.state) {
             State::Fresh { bound: bound @ None } => {
@@ -161,6 +162,11 @@ impl SockDesc {
             Some(port) => (link.client.listen(port, backlog).map_err(io_errno)?, port),
             None => listen_ephemeral(&link, backlog)?,
         };
+        // The instances give the listener's options to every connection they accept
+        // from it (as Linux does), so accept needs no round trip for them.
+        for o in lock(&self.opts).connection_options() {
+            let _ = link.client.set_option(id, o);
+        }
         let defer = lock(&self.opts).get(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT);
         if defer.is_ok_and(|v| v != 0i32.to_ne_bytes()) {
             netpop::notice_once(1, || {
@@ -188,6 +194,9 @@ impl SockDesc {
         }
         let link = netpop::current_link()?;
         let id = link.client.listen(addr.port(), *backlog).map_err(io_errno)?;
+        for o in lock(&self.opts).connection_options() {
+            let _ = link.client.set_option(id, o);
+        }
         let c = Conn { link, id };
         // The parent's socket id is left alone: it belongs to the parent's client.
         *conn = Some(c.clone());
@@ -206,10 +215,8 @@ impl SockDesc {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(io_errno(e)),
             })?;
+        // Its instance gave it the listener's options already.
         let opts = lock(&self.opts).clone();
-        for o in opts.connection_options() {
-            let _ = client.set_option(id, o);
-        }
         let child = Conn { link: conn.link.clone(), id };
         Ok(Accepted { desc: Arc::new(SockDesc::connected(child, opts, nonblocking_child)), peer })
     }
@@ -229,8 +236,13 @@ impl SockDesc {
                             let _ = old.link.client.close(old.id);
                         }
                     }
+                    // bind() before connect(): the connection leaves from the bound port.
+                    let bound_port = match &*st {
+                        State::Fresh { bound } => bound.map(|a| a.port()),
+                        _ => None,
+                    };
                     let link = netpop::current_link()?;
-                    let id = link.client.connect(addr, false).map_err(io_errno)?;
+                    let id = link.client.connect_from(addr, bound_port, false).map_err(io_errno)?;
                     for o in lock(&self.opts).connection_options() {
                         let _ = link.client.set_option(id, o);
                     }
@@ -367,45 +379,22 @@ impl SockDesc {
         let deadline = Deadline::from_timeout(lock(&self.opts).rcv_timeout);
         let client = &conn.link.client;
         if flags & libc::MSG_PEEK != 0 {
-            return block_on(client, blocking, deadline, || {
-                let mut stash = lock(&self.stash);
-                if stash.is_empty() {
-                    let mut tmp = vec![0u8; buf.len()];
-                    match client.recv(conn.id, &mut tmp, false) {
-                        Ok(0) => return Ok(Some(0)),
-                        Ok(n) => stash.extend_from_slice(tmp.get(..n).unwrap_or(&[])),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                        Err(e) => return Err(io_errno(e)),
-                    }
-                }
-                let n = stash.len().min(buf.len());
-                if let (Some(d), Some(s)) = (buf.get_mut(..n), stash.get(..n)) {
-                    d.copy_from_slice(s);
-                }
-                Ok(Some(n))
+            return block_on(client, blocking, deadline, || match client.peek(conn.id, buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(io_errno(e)),
             });
         }
         let wait_all = flags & libc::MSG_WAITALL != 0 && blocking;
         let mut got = 0;
         loop {
             let rest = buf.get_mut(got..).unwrap_or(&mut []);
-            let step = block_on(client, blocking, deadline, || {
-                let mut stash = lock(&self.stash);
-                if !stash.is_empty() {
-                    let n = stash.len().min(rest.len());
-                    if let (Some(d), Some(s)) = (rest.get_mut(..n), stash.get(..n)) {
-                        d.copy_from_slice(s);
-                    }
-                    stash.drain(..n);
-                    return Ok(Some(n));
-                }
-                drop(stash);
-                match client.recv(conn.id, rest, false) {
+            let step =
+                block_on(client, blocking, deadline, || match client.recv(conn.id, rest, false) {
                     Ok(n) => Ok(Some(n)),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                     Err(e) => Err(io_errno(e)),
-                }
-            });
+                });
             match step {
                 Ok(0) => return Ok(got),
                 Ok(n) => got += n,
@@ -449,22 +438,15 @@ impl SockDesc {
         Ok(sent)
     }
 
-    /// `FIONREAD`: bytes readable now (pulled into the stash to be counted).
+    /// `FIONREAD`: bytes readable now, without taking them.
     pub(crate) fn readable_bytes(&self) -> Result<usize, Errno> {
-        let conn = match &*lock(&self.state) {
-            State::Listening { .. } => return Err(libc::EINVAL),
-            State::Connected { conn } if conn.link.is_current() => conn.clone(),
-            _ => return Ok(0),
-        };
-        let mut stash = lock(&self.stash);
-        let mut chunk = [0u8; 16 * 1024];
-        while stash.len() < STASH_LIMIT {
-            match conn.link.client.recv(conn.id, &mut chunk, false) {
-                Ok(n) if n > 0 => stash.extend_from_slice(chunk.get(..n).unwrap_or(&[])),
-                _ => break,
+        match &*lock(&self.state) {
+            State::Listening { .. } => Err(libc::EINVAL),
+            State::Connected { conn } if conn.link.is_current() => {
+                Ok(conn.link.client.readable(conn.id))
             }
+            _ => Ok(0),
         }
-        Ok(stash.len())
     }
 
     /// `shutdown`.
@@ -481,9 +463,6 @@ impl SockDesc {
             }
             _ => return Err(libc::ENOTCONN),
         };
-        if matches!(how, ShutdownHow::Read | ShutdownHow::Both) {
-            lock(&self.stash).clear();
-        }
         conn.link.client.shutdown(conn.id, how).map_err(io_errno)
     }
 
@@ -553,7 +532,9 @@ impl SockDesc {
         let apply = lock(&self.opts).set(level, name, value)?;
         if let Some(option) = apply {
             let conn = match &*lock(&self.state) {
-                State::Connected { conn } | State::Connecting { conn }
+                State::Connected { conn }
+                | State::Connecting { conn }
+                | State::Listening { conn: Some(conn), .. }
                     if conn.link.is_current() =>
                 {
                     Some(conn.clone())
@@ -597,7 +578,6 @@ fn listen_ephemeral(link: &Link, backlog: u32) -> Result<(SocketId, u16), Errno>
 
 impl Pollable for SockDesc {
     fn poll_state(&self) -> PollState {
-        let stash_readable = !lock(&self.stash).is_empty();
         let listener = {
             let st = lock(&self.state);
             matches!(&*st, State::Listening { .. })
@@ -620,10 +600,7 @@ impl Pollable for SockDesc {
             State::Fresh { .. } => PollState { mask: events::UNCONNECTED_MASK, seq: 0 },
             State::Listening { .. } | State::Connecting { .. } => PollState { mask: 0, seq: 0 },
             State::Connected { conn } if conn.link.is_current() => {
-                let mut mask = events::stream_mask(conn.link.client.readiness(conn.id));
-                if stash_readable {
-                    mask |= events::IN | events::RDNORM;
-                }
+                let mask = events::stream_mask(conn.link.client.readiness(conn.id));
                 PollState { mask, seq: conn.link.client.event_count(conn.id) }
             }
             State::Connected { .. } => PollState { mask: events::failed_mask(false), seq: 0 },

@@ -305,7 +305,9 @@ pub enum SocketField {
 /// Words of the per-app header the hot paths use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderWord {
-    /// 1 while an app thread sleeps (or is about to) on the wake eventfd.
+    /// 1 while app threads wait (or are about to) on the wake eventfd and no instance has
+    /// written it for them yet: the instance that swaps it to 0 writes the eventfd, which
+    /// wakes every waiting thread (the client counts them; see `client::wait`).
     Sleeping,
 }
 

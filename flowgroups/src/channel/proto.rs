@@ -170,6 +170,10 @@ impl Errno {
     pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     /// Connection refused.
     pub const ECONNREFUSED: Errno = Errno(libc::ECONNREFUSED);
+    /// Object is remote: a `Connect` from a bound port reached an instance whose flow
+    /// groups do not receive that connection's replies (the client asks the others; apps
+    /// never see it).
+    pub const EREMOTE: Errno = Errno(libc::EREMOTE);
     /// Operation now in progress.
     pub const EINPROGRESS: Errno = Errno(libc::EINPROGRESS);
 
@@ -255,7 +259,7 @@ pub const MAX_BACKLOG: u32 = 4096;
 /// |---|---|
 /// | Listen | `[0]` port (1..=65535), `[1]` backlog (clamped to 1..=[`MAX_BACKLOG`]) |
 /// | Accept | `[0]` slot for the new connection (`sock` is the listener) |
-/// | Connect | `[0]` IPv4 address as `u32::from(Ipv4Addr)`, `[1]` port (1..=65535) |
+/// | Connect | `[0]` IPv4 address as `u32::from(Ipv4Addr)`, `[1]` port (1..=65535), `[2]` local port (0: the instance chooses) |
 /// | Shutdown | `[0]` how: 0 read, 1 write, 2 both |
 /// | SetOption | `[0]` option: 1 TCP_NODELAY, 2 TCP_CORK, 3 SO_KEEPALIVE; `[1]` value 0 or 1 |
 /// | TxReady, RxConsumed, Close, Abort, GetInfo | none |
@@ -341,6 +345,9 @@ pub enum Request {
         sock: SocketId,
         /// The peer.
         addr: SocketAddrV4,
+        /// The source port the app bound (`bind` before `connect`); `None`: the instance
+        /// chooses one whose replies it receives.
+        local_port: Option<u16>,
     },
     /// New bytes in `sock`'s tx ring.
     TxReady {
@@ -436,9 +443,10 @@ impl Request {
                 slot.args[1] = backlog;
             }
             Request::Accept { new_sock, .. } => slot.args[0] = new_sock.0,
-            Request::Connect { addr, .. } => {
+            Request::Connect { addr, local_port, .. } => {
                 slot.args[0] = u32::from(*addr.ip());
                 slot.args[1] = u32::from(addr.port());
+                slot.args[2] = u32::from(local_port.unwrap_or(0));
             }
             Request::Shutdown { how, .. } => slot.args[0] = how.to_u32(),
             Request::SetOption { option, .. } => {
@@ -506,7 +514,12 @@ impl RequestSlot {
                 if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
                     return Err(ProtoError::BadArgument("address"));
                 }
-                (Request::Connect { sock, addr: SocketAddrV4::new(ip, port_of(a[1])?) }, 2)
+                let addr = SocketAddrV4::new(ip, port_of(a[1])?);
+                let local_port = match a[2] {
+                    0 => None,
+                    p => Some(port_of(p)?),
+                };
+                (Request::Connect { sock, addr, local_port }, 3)
             }
             Opcode::TxReady => (Request::TxReady { sock }, 0),
             Opcode::RxConsumed => (Request::RxConsumed { sock }, 0),
@@ -926,7 +939,16 @@ mod tests {
         vec![
             Request::Listen { sock: s, port: 80, backlog: 128 },
             Request::Accept { listener: s, new_sock: SocketId(63) },
-            Request::Connect { sock: s, addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 443) },
+            Request::Connect {
+                sock: s,
+                addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 443),
+                local_port: None,
+            },
+            Request::Connect {
+                sock: s,
+                addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 443),
+                local_port: Some(40000),
+            },
             Request::TxReady { sock: s },
             Request::RxConsumed { sock: s },
             Request::Shutdown { sock: s, how: ShutdownHow::Write },
@@ -974,9 +996,22 @@ mod tests {
         let connect_any = Request::Connect {
             sock: SocketId(1),
             addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80),
+            local_port: None,
         }
         .encode(1);
         assert!(connect_any.decode(&LAYOUT).is_err());
+        let mut connect_from = Request::Connect {
+            sock: SocketId(1),
+            addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80),
+            local_port: Some(1),
+        }
+        .encode(1);
+        connect_from.args[2] = 65536;
+        assert_eq!(
+            connect_from.decode(&LAYOUT).unwrap_err(),
+            ProtoError::BadArgument("port"),
+            "a local port beyond 16 bits"
+        );
     }
 
     #[test]

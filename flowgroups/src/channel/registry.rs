@@ -326,8 +326,10 @@ impl ListenerRegistry {
         woken
     }
 
-    /// Re-publishes `port`'s accept-queue state (this instance's bit) to every subscriber;
-    /// subscribers whose bit changed get their change counters bumped.
+    /// Re-publishes `port`'s accept-queue state (this instance's bit) to every subscriber.
+    /// Each subscriber's socket change counter (`EventSeq`) moves whenever its bit changed
+    /// *or* the queue is not empty: a connection that joins a queue that already had one
+    /// leaves the bit set, and only the counter tells an edge-triggered poller about it.
     pub fn publish(&mut self, stack: &Stack, port: u16) {
         let Some(l) = self.ports.get_mut(&port) else { return };
         l.recent_activity = true;

@@ -36,6 +36,12 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// to this instance's flow groups); `None` lets the stack pick an ephemeral port.
 pub type SourcePortChooser<'a> = &'a mut dyn FnMut(&Stack, SocketAddrV4) -> Option<u16>;
 
+/// Says whether the replies of a connection from local port `port` to `remote` reach this
+/// instance (their flow group is this instance's). An app that bound its source port
+/// (`bind` before `connect`) gets its connection from the instance for which this holds;
+/// the others answer `EREMOTE` and the client asks the next one.
+pub type ReplyOwnerCheck<'a> = &'a mut dyn FnMut(&Stack, u16, SocketAddrV4) -> bool;
+
 /// What one `serve` call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServeStats {
@@ -99,6 +105,9 @@ pub struct AppServer {
     /// Connections the app closed while bytes of its tx ring were still waiting for room in
     /// the stack: the bytes were copied out so the slot could be reused.
     lingering: BTreeMap<SocketHandle, VecDeque<u8>>,
+    /// Options set on the app's listener slots, given to every connection accepted from
+    /// them. At most one entry per subscribed slot, so bounded by the layout.
+    listener_options: BTreeMap<u32, InheritedOptions>,
     broken: Option<&'static str>,
     /// Something changed in the app's segment since the last wake check.
     dirty: bool,
@@ -130,6 +139,53 @@ pub struct SocketBinding {
     pub shut_wr_pending: bool,
     /// The FIN for SHUT_WR was handed to the stack.
     pub shut_wr_done: bool,
+}
+
+/// The port decisions `serve` takes from the kernel instance.
+struct PortRules<'a, 'b> {
+    choose: &'b mut (dyn FnMut(&Stack, SocketAddrV4) -> Option<u16> + 'a),
+    owns_reply: &'b mut (dyn FnMut(&Stack, u16, SocketAddrV4) -> bool + 'a),
+}
+
+/// The options of a listener that its accepted connections inherit (the last value of
+/// each kind).
+#[derive(Clone, Copy, Debug, Default)]
+struct InheritedOptions {
+    no_delay: Option<bool>,
+    cork: Option<bool>,
+    keepalive: Option<bool>,
+}
+
+impl InheritedOptions {
+    fn set(&mut self, option: SockOption) {
+        match option {
+            SockOption::NoDelay(on) => self.no_delay = Some(on),
+            SockOption::Cork(on) => self.cork = Some(on),
+            SockOption::KeepAlive(on) => self.keepalive = Some(on),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SockOption> {
+        [
+            self.no_delay.map(SockOption::NoDelay),
+            self.cork.map(SockOption::Cork),
+            self.keepalive.map(SockOption::KeepAlive),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+fn apply_option(
+    stack: &mut Stack,
+    h: SocketHandle,
+    option: SockOption,
+) -> Result<(), tcp_core::stack::SocketError> {
+    match option {
+        SockOption::NoDelay(on) => stack.set_nodelay(h, on),
+        SockOption::Cork(on) => stack.set_cork(h, on),
+        SockOption::KeepAlive(on) => stack.set_keepalive(h, on.then(Keepalive::default)),
+    }
 }
 
 fn connect_errno(e: ConnectError) -> Errno {
@@ -165,6 +221,7 @@ impl AppServer {
             conns: BTreeMap::new(),
             slots: BTreeMap::new(),
             lingering: BTreeMap::new(),
+            listener_options: BTreeMap::new(),
             broken: None,
             dirty: false,
             totals: ServeStats::default(),
@@ -202,6 +259,7 @@ impl AppServer {
         now: Instant,
         registry: &mut ListenerRegistry,
         ports: SourcePortChooser<'_>,
+        owns_reply: ReplyOwnerCheck<'_>,
     ) -> ServeStats {
         let before = self.totals;
         if self.broken.is_none() {
@@ -229,7 +287,7 @@ impl AppServer {
                     self.forward_out.push((to, slot));
                     continue;
                 }
-                self.handle_slot(&slot, stack, now, registry, ports);
+                self.handle_slot(&slot, stack, now, registry, ports, owns_reply);
                 if self.broken.is_some() {
                     break;
                 }
@@ -254,6 +312,7 @@ impl AppServer {
         now: Instant,
         registry: &mut ListenerRegistry,
         ports: SourcePortChooser<'_>,
+        owns_reply: ReplyOwnerCheck<'_>,
     ) {
         let completion = match slot.decode(&self.layout) {
             Err(e) => {
@@ -261,7 +320,8 @@ impl AppServer {
                 Some(Completion::failed(slot, e.errno()))
             }
             Ok(request) => {
-                let result = self.execute(request, slot.user, stack, now, registry, ports);
+                let rules = PortRules { choose: ports, owns_reply };
+                let result = self.execute(request, slot.user, stack, now, registry, rules);
                 match result {
                     Ok(c) => c,
                     Err(errno) => Some(Completion::failed(slot, errno)),
@@ -295,7 +355,7 @@ impl AppServer {
         stack: &mut Stack,
         now: Instant,
         registry: &mut ListenerRegistry,
-        ports: SourcePortChooser<'_>,
+        ports: PortRules<'_, '_>,
     ) -> Result<Option<Completion>, Errno> {
         let app = self.app_id();
         match request {
@@ -319,16 +379,40 @@ impl AppServer {
                     Ok(t) => t.local,
                     Err(_) => return Err(Errno::ECONNABORTED),
                 };
+                if let Some(inherited) = self.listener_options.get(&listener.0) {
+                    for option in inherited.iter() {
+                        let _ = apply_option(stack, conn, option);
+                    }
+                }
                 self.bind(stack, registry, new_sock.0, conn, true)?;
                 self.pump_rx(stack, new_sock.0);
                 Ok(Some(Completion::Accepted { user, listener, sock: new_sock, peer, local }))
             }
-            Request::Connect { sock, addr } => {
+            Request::Connect { sock, addr, local_port } => {
                 if self.slot_in_use(registry, sock.0) {
                     return Err(Errno::EISCONN);
                 }
-                let port = ports(stack, addr);
-                let conn = stack.connect(now, addr, port).map_err(connect_errno)?;
+                let port = match local_port {
+                    Some(p) => {
+                        // A listening port is taken on every instance (listeners are
+                        // replicated), so this answer does not depend on which one asks.
+                        if registry.subscribers(p) > 0 {
+                            return Err(Errno::EADDRINUSE);
+                        }
+                        if !(ports.owns_reply)(stack, p, addr) {
+                            return Err(Errno::EREMOTE);
+                        }
+                        if !stack.tuple_free(p, addr) {
+                            return Err(Errno::EADDRINUSE);
+                        }
+                        Some(p)
+                    }
+                    None => (ports.choose)(stack, addr),
+                };
+                let conn = stack.connect(now, addr, port).map_err(|e| match (e, local_port) {
+                    (ConnectError::AddrInUse, Some(_)) => Errno::EADDRINUSE,
+                    (e, _) => connect_errno(e),
+                })?;
                 let local = match stack.tuple(conn) {
                     Ok(t) => t.local,
                     Err(_) => return Err(Errno::ECONNABORTED),
@@ -370,6 +454,7 @@ impl AppServer {
             }
             Request::Close { sock } => {
                 if registry.unsubscribe(stack, app, sock.0) {
+                    self.listener_options.remove(&sock.0);
                     return Ok(Some(Completion::Done { user, op: Opcode::Close, sock }));
                 }
                 self.close_conn(stack, registry, sock.0)?;
@@ -377,6 +462,7 @@ impl AppServer {
             }
             Request::Abort { sock } => {
                 if registry.unsubscribe(stack, app, sock.0) {
+                    self.listener_options.remove(&sock.0);
                     return Ok(Some(Completion::Done { user, op: Opcode::Abort, sock }));
                 }
                 let conn = self.remove_conn(sock.0).ok_or(Errno::EBADF)?;
@@ -386,21 +472,14 @@ impl AppServer {
             }
             Request::SetOption { sock, option } => {
                 if registry.listener_of(app, sock.0).is_some() {
-                    // Listener options (TCP_NODELAY before accept) are not inherited yet;
-                    // accepted connections take the stack's defaults.
+                    // Kept for the connections this instance accepts from it, as Linux
+                    // copies a listener's options to its children.
+                    self.listener_options.entry(sock.0).or_default().set(option);
                     return Ok(Some(Completion::Done { user, op: Opcode::SetOption, sock }));
                 }
                 let conn = self.conns.get(&sock.0).ok_or(Errno::EBADF)?;
-                let h = conn.handle;
-                let r = match option {
-                    SockOption::NoDelay(on) => stack.set_nodelay(h, on),
-                    SockOption::Cork(on) => stack.set_cork(h, on),
-                    SockOption::KeepAlive(on) => {
-                        stack.set_keepalive(h, on.then(Keepalive::default))
-                    }
-                };
                 // A finished connection keeps its handle until close; options are moot.
-                r.map_err(|_| Errno::EINVAL)?;
+                apply_option(stack, conn.handle, option).map_err(|_| Errno::EINVAL)?;
                 Ok(Some(Completion::Done { user, op: Opcode::SetOption, sock }))
             }
             Request::GetInfo { sock } => {
@@ -882,6 +961,7 @@ impl AppServer {
             let _ = stack.abort(h);
         }
         registry.unsubscribe_app(stack, self.app_id());
+        self.listener_options.clear();
     }
 
     /// Tells the app "ring my doorbell when you send a request" and reports whether a
@@ -971,16 +1051,30 @@ impl ChannelHub {
         }
     }
 
-    /// Serves every attached app once.
+    /// Serves every attached app once. A connection from a source port the app bound is
+    /// made here whatever its reply hash; see [`ChannelHub::serve_checked`].
     pub fn serve(
         &mut self,
         stack: &mut Stack,
         now: Instant,
         ports: SourcePortChooser<'_>,
     ) -> ServeStats {
+        self.serve_checked(stack, now, ports, &mut |_, _, _| true)
+    }
+
+    /// Serves every attached app once; a connection from a source port the app bound is
+    /// made only if `owns_reply` says its replies reach this instance (else the client
+    /// asks another instance).
+    pub fn serve_checked(
+        &mut self,
+        stack: &mut Stack,
+        now: Instant,
+        ports: SourcePortChooser<'_>,
+        owns_reply: ReplyOwnerCheck<'_>,
+    ) -> ServeStats {
         let mut total = ServeStats::default();
         for server in self.apps.values_mut() {
-            let s = server.serve(stack, now, &mut self.registry, &mut *ports);
+            let s = server.serve(stack, now, &mut self.registry, &mut *ports, &mut *owns_reply);
             total.add(&s);
         }
         total
@@ -1088,7 +1182,10 @@ impl ChannelHub {
             server.forward_out.push((to, slot));
             return true;
         }
-        server.handle_slot(&slot, stack, now, &mut self.registry, ports);
+        // Requests that open connections are never handed on (see `moved_target`), so
+        // no source-port rule applies.
+        let mut any_port = |_: &Stack, _: u16, _: SocketAddrV4| true;
+        server.handle_slot(&slot, stack, now, &mut self.registry, ports, &mut any_port);
         server.flush_wake();
         true
     }

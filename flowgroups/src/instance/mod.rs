@@ -46,6 +46,7 @@ use tcp_core::tcp::State;
 use crate::channel::server::ChannelHub;
 use crate::channel::{AppLayout, AppSegment};
 use crate::control::{ControlMessage, ControlSegment, ControlSlot, InstanceShared, InstanceState};
+use crate::flowgroup::flow_group_of;
 use crate::flowgroup::{FlowGroupConfig, FlowGroupHasher, FlowGroupTable};
 use crate::ports::choose_source_port;
 use crate::shm::sys::monotonic_ns;
@@ -719,9 +720,21 @@ impl KernelInstance {
             chosen.push((port, remote));
             Some(port)
         };
-        let stats = hub.serve(stack, now, &mut chooser);
+        // A connect from a port the app bound: made here only if the replies to that port
+        // reach this instance; otherwise the client asks the next instance.
+        let mut bound: Vec<(u16, SocketAddrV4)> = Vec::new();
+        let mut owns_reply = |stack: &Stack, port: u16, remote: SocketAddrV4| -> bool {
+            let local = stack.config().ipv4_addr;
+            let group = flow_group_of(flow_groups, *remote.ip(), local, remote.port(), port);
+            let mine = owners.owner(group) == Some(me);
+            if mine {
+                bound.push((port, remote));
+            }
+            mine
+        };
+        let stats = hub.serve_checked(stack, now, &mut chooser, &mut owns_reply);
         act.app_requests += stats.requests;
-        for (port, remote) in chosen {
+        for (port, remote) in chosen.into_iter().chain(bound) {
             self.groups.after_connect(&self.stack, &self.hasher, port, remote);
         }
         // Accept requests are the only thing in `serve` that shortens an accept queue of

@@ -9,8 +9,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use ixgbe_user::afxdp::{XskConfig, XskMap, XskSocket};
+use ixgbe_user::ixgbe::{AccessMethod, DeviceAccess, VfioDevice};
 use ixgbe_user::ixgbe::{Bar0, QueueConfig};
-use ixgbe_user::{HugepageDma, IxgbeQueuePair, ModelHandle, QueuePair};
+use ixgbe_user::{IxgbeQueuePair, ModelHandle, QueuePair};
 use tcp_core::stack::StackConfig;
 use tcp_core::wire::EthernetAddress;
 
@@ -110,12 +111,28 @@ fn open_queue(args: &InstanceArgs) -> Result<Box<dyn QueuePair>, PlaneError> {
                 .map_err(|e| nic_err(format!("XSKMAP: {e}")))?;
             Ok(Box::new(socket))
         }
-        ChildNic::Ixgbe { pci } => {
-            let bar = ixgbe_user::ixgbe::pci::open_bar0(pci)
-                .map_err(|e| nic_err(format!("{pci}: {e}")))?;
-            let dma = HugepageDma::new().map_err(|e| nic_err(format!("hugepages: {e}")))?;
-            let qp = IxgbeQueuePair::attach(bar, &dma, args.index, &QueueConfig::default())
-                .map_err(|e| nic_err(format!("queue {}: {e}", args.index)))?;
+        ChildNic::Ixgbe { pci, vfio } => {
+            let access = match vfio {
+                // The plane opened the VFIO group; a second open would fail (GroupBusy).
+                Some(spec) => {
+                    let fds = spec.parse().map_err(|e| nic_err(format!("--vfio-fds: {e}")))?;
+                    let device = VfioDevice::from_inherited(pci, fds)
+                        .map_err(|e| nic_err(format!("{pci}: {e}")))?;
+                    DeviceAccess::from_vfio(device).map_err(|e| nic_err(format!("{pci}: {e}")))?
+                }
+                None => DeviceAccess::open(pci, AccessMethod::Sysfs)
+                    .map_err(|e| nic_err(format!("{pci}: {e}")))?,
+            };
+            let dma = access.dma().map_err(|e| nic_err(format!("DMA memory: {e}")))?;
+            let qp = IxgbeQueuePair::attach(
+                access.bar().clone(),
+                &*dma,
+                args.index,
+                &QueueConfig::default(),
+            )
+            .map_err(|e| nic_err(format!("queue {}: {e}", args.index)))?;
+            // The queue keeps its BAR0 mapping and DMA regions alive; `access` only holds
+            // what the open needed.
             Ok(Box::new(qp))
         }
     }

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ixgbe_user::afxdp::{AfXdpPort, XdpMode};
-use ixgbe_user::ixgbe::Bar0;
+use ixgbe_user::ixgbe::{AccessMethod, Bar0, DeviceAccess};
 use ixgbe_user::linux::wire::{PacketWire, TapWire};
 use ixgbe_user::linux::{PacketSocket, TapDevice};
 use ixgbe_user::model::ModelCounters;
@@ -67,6 +67,9 @@ pub enum NicRuntime {
         device: Device,
         /// Its PCI address.
         pci: String,
+        /// How BAR0 and DMA are reached (sysfs + hugepages, or VFIO); kept alive while the
+        /// device is in use.
+        access: DeviceAccess,
     },
 }
 
@@ -175,15 +178,16 @@ impl Nic {
                 Ok(Nic { runtime: NicRuntime::AfXdp { port }, mac })
             }
             NicSpec::Ixgbe { pci } => {
-                let bar = ixgbe_user::ixgbe::pci::open_bar0(pci)
+                // VFIO when the device is bound to vfio-pci, sysfs resource0 otherwise.
+                let access = DeviceAccess::open(pci, AccessMethod::Auto)
                     .map_err(|e| PlaneError::Nic(format!("opening {pci}: {e}")))?;
-                let device = Device::init(bar, &device_config(config))
+                let device = Device::init(access.bar().clone(), &device_config(config))
                     .map_err(|e| PlaneError::Nic(format!("initialising {pci}: {e}")))?;
                 let mac = match config.mac {
                     Some(m) => m,
                     None => device_mac(&device),
                 };
-                Ok(Nic { runtime: NicRuntime::Ixgbe { device, pci: pci.clone() }, mac })
+                Ok(Nic { runtime: NicRuntime::Ixgbe { device, pci: pci.clone(), access }, mac })
             }
         }
     }
@@ -245,7 +249,16 @@ impl Nic {
                 };
                 Ok((child, vec![map]))
             }
-            NicRuntime::Ixgbe { pci, .. } => Ok((ChildNic::Ixgbe { pci: pci.clone() }, Vec::new())),
+            NicRuntime::Ixgbe { pci, access, .. } => {
+                // A VFIO group opens once: children inherit the plane's fds instead.
+                let vfio = match access.vfio() {
+                    Some(device) => Some(
+                        device.inheritable_fds().map_err(PlaneError::io("VFIO fds"))?.to_string(),
+                    ),
+                    None => None,
+                };
+                Ok((ChildNic::Ixgbe { pci: pci.clone(), vfio }, Vec::new()))
+            }
         }
     }
 

@@ -113,6 +113,9 @@ pub enum ChildNic {
     Ixgbe {
         /// PCI address.
         pci: String,
+        /// The plane's VFIO fds (`VfioFds` text form) when the device is reached through
+        /// VFIO.
+        vfio: Option<String>,
     },
 }
 
@@ -170,7 +173,12 @@ impl InstanceArgs {
                 a.extend(["--nic".into(), format!("afxdp:{interface}")]);
                 a.extend(["--xskmap".into(), format!("{map_fd},{map_entries}")]);
             }
-            ChildNic::Ixgbe { pci } => a.extend(["--nic".into(), format!("ixgbe:{pci}")]),
+            ChildNic::Ixgbe { pci, vfio } => {
+                a.extend(["--nic".into(), format!("ixgbe:{pci}")]);
+                if let Some(spec) = vfio {
+                    a.extend(["--vfio-fds".into(), spec.clone()]);
+                }
+            }
         }
         if let Some(c) = self.core {
             a.extend(["--core".into(), c.to_string()]);
@@ -207,6 +215,7 @@ impl InstanceArgs {
         let (mut nic, mut model_fds, mut xskmap, mut capture_dir, mut core) =
             (None, None, None, None, None);
         let mut peer_doorbells = Vec::new();
+        let mut vfio_fds: Option<String> = None;
         let mut c = ArgCursor::new(args);
         while let Some(opt) = c.next_option() {
             match opt {
@@ -228,6 +237,7 @@ impl InstanceArgs {
                 "--nic" => nic = Some(c.value("--nic")?.to_string()),
                 "--model-fds" => model_fds = Some(pair("--model-fds", c.value("--model-fds")?)?),
                 "--xskmap" => xskmap = Some(pair("--xskmap", c.value("--xskmap")?)?),
+                "--vfio-fds" => vfio_fds = Some(c.value("--vfio-fds")?.to_string()),
                 "--capture-dir" => capture_dir = Some(PathBuf::from(c.value("--capture-dir")?)),
                 "--core" => core = Some(num::<usize>("--core", c.value("--core")?)?),
                 "--peer-doorbells" => {
@@ -263,7 +273,9 @@ impl InstanceArgs {
                     map_entries,
                 }
             }
-            Some(("ixgbe", pci)) => ChildNic::Ixgbe { pci: pci.to_string() },
+            Some(("ixgbe", pci)) => {
+                ChildNic::Ixgbe { pci: pci.to_string(), vfio: vfio_fds.clone() }
+            }
             _ => {
                 return Err(ConfigError::Invalid {
                     option: "--nic",
@@ -478,7 +490,10 @@ mod tests {
         for nic in [
             ChildNic::Sim { regs_fd: 5, dma_fd: 6 },
             ChildNic::AfXdp { interface: "veth0".into(), map_fd: 7, map_entries: 4 },
-            ChildNic::Ixgbe { pci: "0000:03:00.0".into() },
+            ChildNic::Ixgbe {
+                pci: "0000:03:00.0".into(),
+                vfio: Some("container=3,group=4,device=5,iova=6".into()),
+            },
         ] {
             let a = InstanceArgs {
                 index: 3,
@@ -500,7 +515,7 @@ mod tests {
             plane_fd: 11,
             doorbell_fd: 12,
             peer_doorbells: Vec::new(),
-            nic: ChildNic::Ixgbe { pci: "x".into() },
+            nic: ChildNic::Ixgbe { pci: "x".into(), vfio: None },
             capture_dir: PathBuf::new(),
             core: None,
         }

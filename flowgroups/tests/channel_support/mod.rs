@@ -50,6 +50,9 @@ pub struct World {
     pub iterations: u64,
     /// How often stale accept queues get another wake-up (`None`: never).
     pub rewake_every: Option<Duration>,
+    /// Whether instance `i` receives the replies of a connection from local port `p`
+    /// (what flow-group ownership decides in a real instance); every instance by default.
+    pub owns_reply: fn(u16, u16) -> bool,
 }
 
 pub struct Harness {
@@ -87,6 +90,7 @@ impl Harness {
             now: tcp_core::Instant::ZERO,
             iterations: 0,
             rewake_every: Some(Duration::from_millis(5)),
+            owns_reply: |_, _| true,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -269,10 +273,13 @@ fn instance_loop(world: &Mutex<World>, stop: &AtomicBool) {
             let now = tcp_core::Instant::from_nanos(start.elapsed().as_nanos() as u64);
             w.now = now;
             let rewake = w.rewake_every.is_some_and(|every| last_rewake.elapsed() > every);
-            for lane in &mut w.lanes {
+            let owns_reply = w.owns_reply;
+            for (index, lane) in w.lanes.iter_mut().enumerate() {
                 let Lane { server, peer, hub, peer_events, .. } = lane;
                 for _ in 0..4 {
-                    let stats = hub.serve(server, now, &mut |_, _| None);
+                    let stats = hub.serve_checked(server, now, &mut |_, _| None, &mut |_, p, _| {
+                        owns_reply(index as u16, p)
+                    });
                     busy |= stats.requests > 0;
                     let mut moved = false;
                     while let Some(e) = server.poll_event() {
@@ -361,4 +368,51 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+}
+
+/// A stand-in for the control plane's registration: binds a Unix socket in a fresh
+/// directory, registers one app through it with `Client::register`, attaches the segment
+/// it created to every instance, and returns the client with the plane's end of the
+/// registration socket (whose hang-up is the app's death).
+pub fn register_through_plane(
+    h: &Harness,
+    app_id: u32,
+    tag: &str,
+) -> (Client, std::os::unix::net::UnixStream) {
+    use flowgroups::channel::proto::{MESSAGE_LEN, RegistrationMessage};
+    use flowgroups::shm::send_fds;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    let dir = std::env::temp_dir().join(format!("netpop-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plane.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let doorbell = h.doorbell();
+    let instances = h.instances;
+    let plane = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut msg = [0u8; MESSAGE_LEN];
+        conn.read_exact(&mut msg).unwrap();
+        let Ok(RegistrationMessage::Register { pid }) = RegistrationMessage::decode(&msg) else {
+            panic!("not a Register message");
+        };
+        let layout = layout(instances);
+        let segment = AppSegment::create(layout, app_id, pid).unwrap();
+        let wake = EventFd::new().unwrap();
+        let reply =
+            RegistrationMessage::Registered { app_id, home: 0, layout, doorbells: instances };
+        send_fds(&conn, &reply.encode(), &[segment.segment().fd(), wake.as_fd()]).unwrap();
+        // One loop thread runs every instance here: each doorbell is the same eventfd.
+        let bells = RegistrationMessage::Doorbells { count: instances };
+        let fds: Vec<_> = (0..instances).map(|_| doorbell.as_fd()).collect();
+        send_fds(&conn, &bells.encode(), &fds).unwrap();
+        (segment, wake, conn)
+    });
+    let client = Client::register(&path).unwrap();
+    let (segment, wake, conn) = plane.join().unwrap();
+    h.attach_existing(app_id, app_id, &segment, &wake);
+    let _ = std::fs::remove_dir_all(&dir);
+    (client, conn)
 }

@@ -6,6 +6,7 @@
 //! memory outside the mapping: an out-of-range or unaligned offset reads as all ones (what
 //! a PCIe read of a missing register returns) and a write to one is dropped.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +15,10 @@ use crate::dma::SharedMemory;
 use crate::model::RegisterFile;
 
 enum Backing {
-    /// A real device's BAR0 mapped from sysfs (uncached MMIO).
-    Mmio(SharedMemory),
+    /// A real device's BAR0 mapped from sysfs or a VFIO device (uncached MMIO), with
+    /// whatever must outlive the mapping (the VFIO container and group, so the device
+    /// keeps its IOMMU context while its registers are in use).
+    Mmio { map: SharedMemory, _owner: Option<Arc<dyn Any + Send + Sync>> },
     /// The model's shared register file.
     Model(Arc<RegisterFile>),
 }
@@ -29,7 +32,7 @@ pub struct Bar0 {
 impl fmt::Debug for Bar0 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match *self.backing {
-            Backing::Mmio(ref m) => format!("mmio {} bytes", m.len()),
+            Backing::Mmio { ref map, .. } => format!("mmio {} bytes", map.len()),
             Backing::Model(_) => "model".to_string(),
         };
         f.debug_struct("Bar0").field("backing", &kind).finish()
@@ -53,7 +56,16 @@ impl Bar0 {
 
     /// BAR0 of a real device, from a mapping of its `resource0`.
     pub(crate) fn from_mmio(mapping: SharedMemory) -> Self {
-        Bar0 { backing: Arc::new(Backing::Mmio(mapping)) }
+        Bar0 { backing: Arc::new(Backing::Mmio { map: mapping, _owner: None }) }
+    }
+
+    /// BAR0 of a real device, from a mapping that is only meaningful while `owner` lives
+    /// (a VFIO device's descriptors).
+    pub(crate) fn from_mmio_owned_by(
+        mapping: SharedMemory,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> Self {
+        Bar0 { backing: Arc::new(Backing::Mmio { map: mapping, _owner: Some(owner) }) }
     }
 
     /// Whether this is the model's register file.
@@ -65,7 +77,7 @@ impl Bar0 {
     pub fn get_reg32(&self, reg: usize) -> u32 {
         match &*self.backing {
             Backing::Model(file) => file.read(reg),
-            Backing::Mmio(map) => {
+            Backing::Mmio { map, .. } => {
                 if reg % 4 != 0 || reg.checked_add(4).is_none_or(|end| end > map.len()) {
                     return u32::MAX;
                 }
@@ -80,7 +92,7 @@ impl Bar0 {
     pub fn set_reg32(&self, reg: usize, value: u32) {
         match &*self.backing {
             Backing::Model(file) => file.write(reg, value),
-            Backing::Mmio(map) => {
+            Backing::Mmio { map, .. } => {
                 if reg % 4 != 0 || reg.checked_add(4).is_none_or(|end| end > map.len()) {
                     return;
                 }

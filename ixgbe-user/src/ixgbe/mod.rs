@@ -9,7 +9,10 @@
 //! - [`IxgbeQueuePair::attach`] enables one queue pair (§4.6.7.1 / §4.6.8.1, "dynamic
 //!   enabling") with rings and buffers of the caller's own, and may run in a different
 //!   process from `init`: it needs only BAR0 and DMA memory, both of which can be mapped by
-//!   any process (sysfs `resource0` and hugepages for a real NIC; the model's shared files).
+//!   any process (sysfs `resource0` and hugepages, or inherited VFIO descriptors, for a
+//!   real NIC; the model's shared files).
+//! - [`DeviceAccess`] opens a real NIC by either route: sysfs `resource0` with hugepages,
+//!   or VFIO ([`vfio`]) with the IOMMU.
 //! - [`DeviceControl`] changes device-wide steering at run time (RSS key, RETA entries,
 //!   Flow Director filters) and reads device statistics.
 
@@ -20,13 +23,16 @@ pub mod fdir;
 pub mod pci;
 mod queue;
 pub mod regs;
+pub mod vfio;
 
 use std::fmt;
 use std::time::Duration;
 
 pub use bar::{Bar0, RegisterTimeout};
 pub use control::{DeviceControl, DeviceStats, LinkStatus};
+pub use pci::{AccessError, AccessMethod, DeviceAccess};
 pub use queue::{IxgbeQueuePair, QueueConfig};
+pub use vfio::{VfioDevice, VfioDma, VfioError, VfioFds};
 
 use crate::dma::DmaError;
 use crate::toeplitz::{KEY_LEN, MICROSOFT_RSS_KEY};

@@ -6,36 +6,41 @@
 //! mutex, completions are matched to the waiting thread by their tag, and each socket's rx
 //! and tx ring ends have their own mutex, so any thread may use any socket.
 //!
-//! Blocking follows DESIGN.md "Shared memory and trust": take a ticket (the sum of the
-//! instances' change counters), check the condition, set `sleeping`, compare the ticket
-//! again and only then sleep on the wake eventfd. Instances write the eventfd only when
-//! `sleeping` is set, so a busy app costs them no system call. Within the process one
-//! thread (the leader) sleeps on the eventfd and the others on a condition variable that
-//! the leader signals, so no wake-up is swallowed by the wrong thread.
+//! Blocking follows DESIGN.md "Shared memory and trust": see [`wait`] for the protocol and
+//! for how several threads of one app sleep at once without losing a wake-up, and
+//! [`calls`] for how requests are matched with their completions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddrV4;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
+
+mod calls;
+mod wait;
+
+use self::calls::Abandoned;
+use self::wait::Waiters;
+pub use self::wait::{SleepFn, WaitGuard, sleep_through_signals};
 
 use super::proto::{
     Completion, CompletionSlot, Errno, MESSAGE_LEN, RegistrationMessage, Request, RequestSlot,
     ShutdownHow, SockOption, SocketInfo,
 };
-use super::{AppLayout, AppSegment, HeaderWord, Readiness, SocketField, SocketId};
+use super::{AppLayout, AppSegment, Readiness, SocketField, SocketId};
 use crate::shm::{
     ByteRingReader, ByteRingWriter, EventFd, RingConsumer, RingProducer, recv_fds, send_fds,
 };
 
-/// Longest single sleep on the eventfd: a bound on the cost of any wake-up that is lost
-/// (for example because an instance died between two steps of the protocol).
-const MAX_NAP: Duration = Duration::from_millis(50);
+/// Longest single sleep on the eventfd. Wake-ups are not lost (see [`wait`]); this only
+/// bounds how long a waiter takes to notice something no instance announces (an instance
+/// that died between two steps of the protocol).
+const MAX_NAP: Duration = Duration::from_secs(1);
 /// How long a request may wait for its completion before the call fails with ETIMEDOUT
 /// (instances answer in microseconds; this only triggers if one died).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +79,13 @@ enum SlotKind {
     Closing,
 }
 
+/// How a socket is given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Close,
+    Abort,
+}
+
 #[derive(Debug)]
 struct SlotEntry {
     kind: Mutex<SlotKind>,
@@ -89,15 +101,10 @@ struct Results {
     /// Slot -> close completions still expected.
     closes_left: HashMap<u32, u16>,
     /// Tags whose caller gave up waiting.
-    abandoned: HashSet<u64>,
-}
-
-#[derive(Debug, Default)]
-struct Sleepers {
-    /// A thread is sleeping on the eventfd.
-    leader: bool,
-    /// Bumped whenever the leader returns or a completion is delivered.
-    epoch: u64,
+    abandoned: HashMap<u64, Abandoned>,
+    /// Listener slot -> connections accepted for a caller that stopped waiting (a signal),
+    /// handed out by the next accept.
+    parked: HashMap<u32, VecDeque<(u32, SocketAddrV4)>>,
 }
 
 /// A registered application: its segment, wake eventfd and sockets.
@@ -115,10 +122,13 @@ pub struct Client {
     slots: Vec<SlotEntry>,
     free: Mutex<Vec<u32>>,
     next_tag: AtomicU64,
-    sleepers: Mutex<Sleepers>,
-    sleep_cv: Condvar,
+    waiters: Waiters,
+    /// How threads sleep on the wake eventfd.
+    sleep: SleepFn,
     /// Kept open for the app's lifetime: its hang-up tells the plane the app is gone.
-    registration: Option<UnixStream>,
+    registration: Mutex<Option<UnixStream>>,
+    /// Set by [`Client::forget_after_fork`]: the client belongs to the parent process.
+    forgotten: AtomicBool,
 }
 
 impl fmt::Debug for Client {
@@ -167,7 +177,7 @@ impl Client {
         }
         let segment = AppSegment::open(seg_fd, layout, Some(app_id)).map_err(shm_io)?;
         let mut client = Client::from_parts(segment, EventFd::from_fd(wake_fd)?, home, doorbells)?;
-        client.registration = Some(sock);
+        client.registration = Mutex::new(Some(sock));
         Ok(client)
     }
 
@@ -214,9 +224,10 @@ impl Client {
             // Lowest slots first, like the kernel's lowest free fd.
             free: Mutex::new((0..layout.sockets).rev().collect()),
             next_tag: AtomicU64::new(1),
-            sleepers: Mutex::new(Sleepers::default()),
-            sleep_cv: Condvar::new(),
-            registration: None,
+            waiters: Waiters::default(),
+            sleep: sleep_through_signals,
+            registration: Mutex::new(None),
+            forgotten: AtomicBool::new(false),
         })
     }
 
@@ -266,10 +277,9 @@ impl Client {
             }
         }
         let mut first_error = None;
-        let mut subscribed = Vec::new();
-        for &(i, tag) in &tags {
-            match self.wait_completion(tag) {
-                Ok(Completion::Listening { .. }) => subscribed.push(i),
+        for &(_, tag) in &tags {
+            match self.wait_completion(tag, Abandoned::Ignore) {
+                Ok(Completion::Listening { .. }) => {}
                 Ok(Completion::Failed { errno, .. }) => {
                     first_error.get_or_insert(err(errno));
                 }
@@ -282,7 +292,11 @@ impl Client {
             }
         }
         if let Some(e) = first_error {
-            self.close_on(slot, &subscribed);
+            // Every instance that got the Listen, also those whose answer did not come
+            // (a signal, a timeout): each takes the Close after the Listen, so none keeps
+            // the subscription; those that refused answer it with an error, which is fine.
+            let sent: Vec<u16> = tags.iter().map(|&(i, _)| i).collect();
+            self.close_on(slot, &sent);
             return Err(e);
         }
         *lock(&self.slot(slot)?.kind) = SlotKind::Listener { port, backlog };
@@ -294,7 +308,7 @@ impl Client {
         {
             let mut r = lock(&self.results);
             for (_, tag) in sent {
-                r.abandoned.insert(tag);
+                r.abandoned.insert(tag, Abandoned::Ignore);
             }
         }
         self.close_on(slot, &instances);
@@ -320,14 +334,21 @@ impl Client {
             self.seg.socket_word(listener.0, SocketField::AcceptReady).map_err(shm_io)?;
         let mut tries = 0u32;
         loop {
-            let mask = self.block_until(None, blocking, || {
+            let ready = self.block_until(None, blocking, || {
                 if !self.is_listener(listener.0) {
                     return Err(err(Errno::EBADF));
                 }
+                if let Some(parked) = self.take_parked(listener.0) {
+                    return Ok(Some(Err(parked)));
+                }
                 let m = mask_word.load(Ordering::Acquire) & all;
-                Ok((m != 0).then_some(m))
+                Ok((m != 0).then_some(Ok(m)))
             })?;
-            let Some(mask) = mask else { return Err(err(Errno::EAGAIN)) };
+            let mask = match ready {
+                None => return Err(err(Errno::EAGAIN)),
+                Some(Err((slot, peer))) => return Ok((SocketId(slot), peer)),
+                Some(Ok(mask)) => mask,
+            };
             let instance = self.pick_instance(mask);
             let new = self.alloc_slot()?;
             let result = self.call(instance, Request::Accept { listener, new_sock: SocketId(new) });
@@ -352,12 +373,22 @@ impl Client {
                     self.release_slot(new);
                     return Err(invalid("unexpected completion"));
                 }
-                Err(e) => {
-                    // The instance may still bind the slot later: never reuse it.
-                    return Err(e);
-                }
+                // A signal or a silent instance: the connection, if the instance hands
+                // one over later, is parked for the next accept (see `calls::Abandoned`).
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A connection accepted for a caller that stopped waiting, if `listener` has one.
+    fn take_parked(&self, listener: u32) -> Option<(u32, SocketAddrV4)> {
+        let mut r = lock(&self.results);
+        let queue = r.parked.get_mut(&listener)?;
+        let first = queue.pop_front();
+        if queue.is_empty() {
+            r.parked.remove(&listener);
+        }
+        first
     }
 
     /// Home instance if its bit is set, else the first set bit after it.
@@ -370,17 +401,44 @@ impl Client {
     /// is queued; [`Client::readiness`] reports `CONNECTED` (and WRITABLE) or `ERR`
     /// (then [`Client::take_error`] says why).
     pub fn connect(&self, addr: SocketAddrV4, blocking: bool) -> io::Result<SocketId> {
+        self.connect_from(addr, None, blocking)
+    }
+
+    /// [`Client::connect`] from a chosen source port (`bind` before `connect`): `Some(p)`
+    /// uses port `p` or fails with `EADDRINUSE` (a listener has it, or a connection from
+    /// it to `addr` exists); `None` or `Some(0)` lets the instance choose. The connection
+    /// is made by the instance that receives its replies (the home instance first).
+    pub fn connect_from(
+        &self,
+        addr: SocketAddrV4,
+        local_port: Option<u16>,
+        blocking: bool,
+    ) -> io::Result<SocketId> {
+        let local_port = local_port.filter(|&p| p != 0);
         let slot = self.alloc_slot()?;
         let sock = SocketId(slot);
-        match self.call(self.home, Request::Connect { sock, addr })? {
-            Completion::Connecting { local, .. } => {
-                self.attach_stream(slot, self.home, local, addr)?
+        let n = self.layout.instances;
+        let mut started = false;
+        for instance in (0..n).map(|k| (self.home + k) % n) {
+            match self.call(instance, Request::Connect { sock, addr, local_port })? {
+                Completion::Connecting { local, .. } => {
+                    self.attach_stream(slot, instance, local, addr)?;
+                    started = true;
+                    break;
+                }
+                // Only a bound port is refused this way: its replies go to another instance.
+                Completion::Failed { errno, .. }
+                    if errno == Errno::EREMOTE && local_port.is_some() => {}
+                Completion::Failed { errno, .. } => {
+                    self.release_slot(slot);
+                    return Err(err(errno));
+                }
+                _ => return Err(invalid("unexpected completion")),
             }
-            Completion::Failed { errno, .. } => {
-                self.release_slot(slot);
-                return Err(err(errno));
-            }
-            _ => return Err(invalid("unexpected completion")),
+        }
+        if !started {
+            self.release_slot(slot);
+            return Err(err(Errno::EADDRNOTAVAIL));
         }
         if blocking {
             let state = self.seg.socket_word(slot, SocketField::State).map_err(shm_io)?;
@@ -498,17 +556,9 @@ impl Client {
                 self.ring_rx_doorbell(owner, s)?;
                 return Ok(n);
             }
-            if st.contains(Readiness::ERR) {
-                if let Some(e) = self.take_error(s) {
-                    return Err(e);
-                }
-                return Ok(0);
-            }
-            if st.contains(Readiness::RDHUP) {
-                return Ok(0);
-            }
-            if !blocking {
-                return Err(err(Errno::EAGAIN));
+            match self.nothing_to_read(s, st) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && blocking => {}
+                other => return other,
             }
             self.block_until(None, true, || {
                 let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
@@ -520,6 +570,52 @@ impl Client {
                 Ok(avail.is_none_or(|n| n > 0).then_some(()))
             })?;
         }
+    }
+
+    /// What a read of an empty receive ring returns, given the state word loaded *before*
+    /// the ring was looked at: the pending error (taken, as SO_ERROR is), end of stream,
+    /// or `WouldBlock`.
+    fn nothing_to_read(&self, s: SocketId, st: Readiness) -> io::Result<usize> {
+        if st.contains(Readiness::ERR) {
+            return match self.take_error(s) {
+                Some(e) => Err(e),
+                None => Ok(0),
+            };
+        }
+        if st.contains(Readiness::RDHUP) {
+            return Ok(0);
+        }
+        Err(err(Errno::EAGAIN))
+    }
+
+    /// Copies received bytes without taking them (`MSG_PEEK`): the next [`Client::recv`]
+    /// returns them again. Never blocks: `WouldBlock` if nothing arrived yet, `Ok(0)` at
+    /// end of stream, and a pending error is reported (and cleared) as `recv` does.
+    pub fn peek(&self, s: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream_of(s)?;
+        if self.shut_rd(s) || buf.is_empty() {
+            return Ok(0);
+        }
+        let entry = self.slot(s.0)?;
+        let state = self.seg.socket_word(s.0, SocketField::State).map_err(shm_io)?;
+        // State first, ring second, as in `recv`.
+        let st = Readiness::from_bits_retain(state.load(Ordering::Acquire));
+        let n = {
+            let mut rx = lock(&entry.rx);
+            let ring = rx.as_mut().ok_or_else(|| err(Errno::EBADF))?;
+            ring.peek(buf).map_err(shm_io)?
+        };
+        if n > 0 { Ok(n) } else { self.nothing_to_read(s, st) }
+    }
+
+    /// Bytes that can be read now without blocking (`FIONREAD`); 0 for anything that is
+    /// not a connection, and after `shutdown(SHUT_RD)`.
+    pub fn readable(&self, s: SocketId) -> usize {
+        if self.stream_of(s).is_err() || self.shut_rd(s) {
+            return 0;
+        }
+        let Ok(entry) = self.slot(s.0) else { return 0 };
+        lock(&entry.rx).as_mut().and_then(|r| r.readable().ok()).unwrap_or(0)
     }
 
     /// After reading: if the instance stalled on a full rx ring, tell it there is room.
@@ -558,12 +654,25 @@ impl Client {
     /// has answered. Bytes already sent are still delivered (an orderly FIN follows), unless
     /// received bytes were left unread, which resets the connection as Linux does.
     pub fn close(&self, s: SocketId) -> io::Result<()> {
+        self.release(s, Ending::Close)
+    }
+
+    /// Resets a connection and releases the socket (`close` with `SO_LINGER {on, 0}`): a
+    /// RST goes to the peer at once and bytes not yet sent or read are dropped. On a
+    /// listener it is [`Client::close`]. Returns at once; the slot is reused once the
+    /// instance answered.
+    pub fn abort(&self, s: SocketId) -> io::Result<()> {
+        self.release(s, Ending::Abort)
+    }
+
+    fn release(&self, s: SocketId, how: Ending) -> io::Result<()> {
         let entry = self.slot(s.0)?;
-        let instances: Vec<u16> = {
+        let (instances, how) = {
             let mut kind = lock(&entry.kind);
             let targets = match &*kind {
-                SlotKind::Listener { .. } => (0..self.layout.instances).collect(),
-                SlotKind::Stream { owner, .. } => vec![*owner],
+                // Unsubscribing is the same either way; say Close.
+                SlotKind::Listener { .. } => ((0..self.layout.instances).collect(), Ending::Close),
+                SlotKind::Stream { owner, .. } => (vec![*owner], how),
                 _ => return Err(err(Errno::EBADF)),
             };
             *kind = SlotKind::Closing;
@@ -571,12 +680,24 @@ impl Client {
         };
         *lock(&entry.rx) = None;
         *lock(&entry.tx) = None;
-        self.close_on(s.0, &instances);
+        // Connections accepted for an interrupted accept die with their listener, as
+        // unaccepted connections do on Linux.
+        let parked = lock(&self.results).parked.remove(&s.0).unwrap_or_default();
+        for (slot, _) in parked {
+            let _ = self.release(SocketId(slot), Ending::Abort);
+        }
+        self.end_on(s.0, &instances, how);
         Ok(())
     }
 
     /// Sends `Close` for `slot` to `instances`; the slot is released when all answered.
     fn close_on(&self, slot: u32, instances: &[u16]) {
+        self.end_on(slot, instances, Ending::Close);
+    }
+
+    /// Sends `Close` or `Abort` for `slot` to `instances`; the slot is released when all
+    /// answered.
+    fn end_on(&self, slot: u32, instances: &[u16], how: Ending) {
         if instances.is_empty() {
             self.release_slot(slot);
             return;
@@ -592,8 +713,13 @@ impl Client {
                 r.closing.insert(tag, slot);
             }
         }
+        let sock = SocketId(slot);
+        let request = match how {
+            Ending::Close => Request::Close { sock },
+            Ending::Abort => Request::Abort { sock },
+        };
         for (&i, &tag) in instances.iter().zip(&tags) {
-            if self.submit_with_tag(i, Request::Close { sock: SocketId(slot) }, tag).is_err() {
+            if self.submit_with_tag(i, request, tag).is_err() {
                 // The ring is unusable: the slot is never reused (the instance may still
                 // hold it); the app is broken anyway.
                 let mut r = lock(&self.results);
@@ -602,14 +728,37 @@ impl Client {
         }
     }
 
-    /// Sets a socket option on a connection.
+    /// Sets a socket option on a connection, or on a listener: then every instance keeps
+    /// it for the connections it accepts from the listener from now on (as Linux copies a
+    /// listener's options to the connections accepted from it).
     pub fn set_option(&self, s: SocketId, option: SockOption) -> io::Result<()> {
-        let owner = match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, .. } => *owner,
-            SlotKind::Listener { .. } => self.home,
+        let targets: Vec<u16> = match &*lock(&self.slot(s.0)?.kind) {
+            SlotKind::Stream { owner, .. } => vec![*owner],
+            SlotKind::Listener { .. } => (0..self.layout.instances).collect(),
             _ => return Err(err(Errno::EBADF)),
         };
-        self.expect_done(self.call(owner, Request::SetOption { sock: s, option })?)
+        let mut tags = Vec::new();
+        for i in targets {
+            match self.submit(i, Request::SetOption { sock: s, option }) {
+                Ok(tag) => tags.push(tag),
+                Err(e) => {
+                    let mut r = lock(&self.results);
+                    for tag in tags {
+                        r.abandoned.insert(tag, Abandoned::Ignore);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut result = Ok(());
+        for tag in tags {
+            let done =
+                self.wait_completion(tag, Abandoned::Ignore).and_then(|c| self.expect_done(c));
+            if result.is_ok() {
+                result = done;
+            }
+        }
+        result
     }
 
     /// Addresses, TCP state and queue sizes of a connection, from its instance.
@@ -647,6 +796,7 @@ impl Client {
 
     /// The socket's pending error (SO_ERROR), cleared by reading it.
     pub fn take_error(&self, s: SocketId) -> Option<io::Error> {
+        self.check_usable().ok()?;
         let w = self.seg.socket_word(s.0, SocketField::Error).ok()?;
         let e = w.swap(0, Ordering::AcqRel);
         let e = i32::try_from(e).ok().filter(|&e| e > 0 && e < 4096)?;
@@ -665,6 +815,7 @@ impl Client {
             .seg
             .socket_word(s.0, SocketField::Error)
             .is_ok_and(|w| w.load(Ordering::Relaxed) != 0);
+        let parked = lock(&self.results).parked.contains_key(&s.0);
         let kind = lock(&entry.kind);
         match &*kind {
             SlotKind::Listener { .. } => {
@@ -674,7 +825,7 @@ impl Client {
                     .map(|w| w.load(Ordering::Acquire))
                     .unwrap_or(0);
                 let mut r = Readiness::LISTENING;
-                if mask != 0 {
+                if mask != 0 || parked {
                     r |= Readiness::ACCEPTABLE | Readiness::READABLE;
                 }
                 r
@@ -712,263 +863,15 @@ impl Client {
     }
 
     // ---------------------------------------------------------------------------------
-    // Waiting
-
-    /// The wait ticket: the sum of every instance's change counter. Take it *before*
-    /// checking readiness, then pass it to [`Client::wait_since`], and no change made
-    /// between the check and the sleep is missed.
-    pub fn ticket(&self) -> u64 {
-        (0..self.layout.instances)
-            .filter_map(|i| self.seg.event_seq(i).ok())
-            .fold(0u64, |acc, seq| acc.wrapping_add(seq.load(Ordering::Acquire)))
-    }
-
-    /// Sleeps until an instance changes something after `ticket` was taken, or `timeout`
-    /// passes (`None`: no limit, but the sleep is cut into short naps). Returns true if
-    /// the ticket moved. Also drains completions.
-    pub fn wait_since(&self, ticket: u64, timeout: Option<Duration>) -> io::Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            self.drain_completions()?;
-            if self.ticket() != ticket {
-                return Ok(true);
-            }
-            let nap = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    left.min(MAX_NAP)
-                }
-                None => MAX_NAP,
-            };
-            self.nap(ticket, nap)?;
-        }
-    }
-
-    /// Sleeps until something changes or `timeout` passes. Racy on its own (a change
-    /// between the caller's last check and this call is only seen after a nap); prefer
-    /// [`Client::ticket`] + [`Client::wait_since`].
-    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.wait_since(self.ticket(), timeout).map(|_| ())
-    }
-
-    /// For a caller that sleeps on [`Client::wake_fd`] itself (the shim's epoll): announce
-    /// the sleep. Then compare [`Client::ticket`] with the ticket taken before the
-    /// readiness check, and block only if it did not move; call [`Client::finish_wait`]
-    /// after waking.
-    pub fn prepare_wait(&self) {
-        if let Ok(w) = self.seg.header_word(HeaderWord::Sleeping) {
-            w.store(1, Ordering::Relaxed);
-        }
-        // SeqCst fence: the flag store is ordered before the ticket re-check that follows
-        // (pairs with the instance's fence between its change and its flag load).
-        fence(Ordering::SeqCst);
-    }
-
-    /// After a sleep on [`Client::wake_fd`]: clears the eventfd and the flag.
-    pub fn finish_wait(&self) -> io::Result<()> {
-        if let Ok(w) = self.seg.header_word(HeaderWord::Sleeping) {
-            w.store(0, Ordering::Relaxed);
-        }
-        self.wake.drain().map(|_| ())
-    }
-
-    /// One sleep of at most `nap`: on the eventfd if no other thread does, else on the
-    /// condition variable the sleeping thread signals.
-    fn nap(&self, ticket: u64, nap: Duration) -> io::Result<()> {
-        let mut s = lock(&self.sleepers);
-        if s.leader {
-            let epoch = s.epoch;
-            let _ = self
-                .sleep_cv
-                .wait_timeout_while(s, nap, |s| s.leader && s.epoch == epoch)
-                .unwrap_or_else(PoisonError::into_inner);
-            return Ok(());
-        }
-        s.leader = true;
-        drop(s);
-        self.prepare_wait();
-        let result =
-            if self.ticket() == ticket { self.wake.wait(Some(nap)).map(|_| ()) } else { Ok(()) };
-        let finished = self.finish_wait();
-        let mut s = lock(&self.sleepers);
-        s.leader = false;
-        s.epoch = s.epoch.wrapping_add(1);
-        drop(s);
-        self.sleep_cv.notify_all();
-        result.and(finished)
-    }
-
-    /// Runs `check` until it yields a value: between attempts, sleeps until an instance
-    /// changes something. Non-blocking (`blocking == false`): one attempt.
-    fn block_until<T>(
-        &self,
-        deadline: Option<Instant>,
-        blocking: bool,
-        mut check: impl FnMut() -> io::Result<Option<T>>,
-    ) -> io::Result<Option<T>> {
-        loop {
-            let ticket = self.ticket();
-            self.drain_completions()?;
-            if let Some(v) = check()? {
-                return Ok(Some(v));
-            }
-            if !blocking {
-                return Ok(None);
-            }
-            let nap = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(None);
-                    }
-                    left.min(MAX_NAP)
-                }
-                None => MAX_NAP,
-            };
-            self.nap(ticket, nap)?;
-        }
-    }
-
-    // ---------------------------------------------------------------------------------
-    // Requests and completions
-
-    fn new_tag(&self) -> u64 {
-        // Never NO_TAG: start at 1 and skip 0 on wrap-around.
-        loop {
-            let t = self.next_tag.fetch_add(1, Ordering::Relaxed);
-            if t != NO_TAG {
-                return t;
-            }
-        }
-    }
-
-    fn submit(&self, instance: u16, request: Request) -> io::Result<u64> {
-        let tag = self.new_tag();
-        self.submit_with_tag(instance, request, tag)?;
-        Ok(tag)
-    }
-
-    fn submit_untagged(&self, instance: u16, request: Request) -> io::Result<()> {
-        self.submit_with_tag(instance, request, NO_TAG)
-    }
-
-    /// Pushes a request, waiting (draining completions, which is what frees the instance
-    /// to take more requests) while the ring is full; then rings the doorbell if the
-    /// instance announced it sleeps.
-    fn submit_with_tag(&self, instance: u16, request: Request, tag: u64) -> io::Result<()> {
-        let ring = self.requests.get(usize::from(instance)).ok_or_else(|| err(Errno::EINVAL))?;
-        let slot = request.encode(tag);
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        loop {
-            if lock(ring).push(&slot).map_err(shm_io)? {
-                break;
-            }
-            self.ring_doorbell(instance)?;
-            if Instant::now() >= deadline {
-                return Err(err(Errno::ETIMEDOUT));
-            }
-            self.drain_completions()?;
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        self.ring_doorbell(instance)
-    }
-
-    fn ring_doorbell(&self, instance: u16) -> io::Result<()> {
-        let Some(bell) = self.doorbells.get(usize::from(instance)) else { return Ok(()) };
-        let flag = self.seg.instance_sleeping(instance).map_err(shm_io)?;
-        // SeqCst fence: the pushed tail is ordered before the flag load; the instance
-        // fences between setting the flag and checking its ring.
-        fence(Ordering::SeqCst);
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
-            bell.notify()?;
-        }
-        Ok(())
-    }
-
-    fn call(&self, instance: u16, request: Request) -> io::Result<Completion> {
-        let tag = self.submit(instance, request)?;
-        self.wait_completion(tag)
-    }
-
-    fn wait_completion(&self, tag: u64) -> io::Result<Completion> {
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        let found =
-            self.block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)))?;
-        match found {
-            Some(c) => Ok(c),
-            None => {
-                lock(&self.results).abandoned.insert(tag);
-                Err(err(Errno::ETIMEDOUT))
-            }
-        }
-    }
-
-    fn expect_done(&self, c: Completion) -> io::Result<()> {
-        match c {
-            Completion::Done { .. } => Ok(()),
-            Completion::Failed { errno, .. } => Err(err(errno)),
-            _ => Err(invalid("unexpected completion")),
-        }
-    }
-
-    /// Pops every completion ring that no other thread is draining right now and hands
-    /// each completion to its waiter.
-    fn drain_completions(&self) -> io::Result<()> {
-        let mut delivered = false;
-        for ring in &self.completions {
-            let Ok(mut ring) = ring.try_lock() else { continue };
-            while let Some(slot) = ring.pop().map_err(shm_io)? {
-                // A completion this client cannot decode was not written by an instance
-                // (the app scribbled on its own memory); there is nobody to give it to.
-                let Ok(c) = slot.decode(&self.layout) else { continue };
-                delivered |= self.deliver(c);
-            }
-        }
-        if delivered {
-            let mut s = lock(&self.sleepers);
-            s.epoch = s.epoch.wrapping_add(1);
-            drop(s);
-            self.sleep_cv.notify_all();
-        }
-        Ok(())
-    }
-
-    /// Files one completion; true if a waiting thread may want it.
-    fn deliver(&self, c: Completion) -> bool {
-        let tag = c.user();
-        if tag == NO_TAG {
-            return false;
-        }
-        let mut r = lock(&self.results);
-        if let Some(slot) = r.closing.remove(&tag) {
-            let left = r.closes_left.get(&slot).copied().unwrap_or(1).saturating_sub(1);
-            if left == 0 {
-                r.closes_left.remove(&slot);
-                drop(r);
-                self.release_slot(slot);
-            } else {
-                r.closes_left.insert(slot, left);
-            }
-            return false;
-        }
-        if r.abandoned.remove(&tag) {
-            return false;
-        }
-        r.done.insert(tag, c);
-        true
-    }
-
-    // ---------------------------------------------------------------------------------
     // Slots
 
     fn slot(&self, slot: u32) -> io::Result<&SlotEntry> {
+        self.check_usable()?;
         self.slots.get(slot as usize).ok_or_else(|| err(Errno::EBADF))
     }
 
     fn alloc_slot(&self) -> io::Result<u32> {
+        self.check_usable()?;
         let slot = lock(&self.free).pop().ok_or_else(|| err(Errno::EMFILE))?;
         // No instance touches a free slot, so the app may clear what a previous owner
         // left; a connection's binding instance resets the entry again anyway.
@@ -1007,6 +910,37 @@ impl Client {
     fn shut_rd(&self, s: SocketId) -> bool {
         self.slot(s.0)
             .is_ok_and(|e| matches!(&*lock(&e.kind), SlotKind::Stream { shut_rd: true, .. }))
+    }
+
+    /// In a forked child, on the client the child inherited from its parent: lets go of
+    /// it without touching anything the parent still uses. Closes the child's copy of the
+    /// registration socket at once (the plane takes the app's death from the hang-up of
+    /// that socket, which must not wait for the child), and from then on every call fails
+    /// with `EBADF` or reports nothing, without sending a request or writing the segment:
+    /// closing an inherited socket in the child leaves the parent's connection alone. The
+    /// mapping and the other descriptors go when the last reference does.
+    ///
+    /// Safe to call between `fork` and `exec` in a child of a multithreaded parent: it
+    /// takes no lock another thread of the parent could have held.
+    pub fn forget_after_fork(&self) {
+        self.forgotten.store(true, Ordering::Release);
+        // Only this function locks it after registration, so `try_lock` cannot miss a
+        // holder that vanished in the fork.
+        let registration = match self.registration.try_lock() {
+            Ok(mut g) => g.take(),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().take(),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        drop(registration);
+    }
+
+    /// True once [`Client::forget_after_fork`] was called.
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Acquire)
+    }
+
+    fn check_usable(&self) -> io::Result<()> {
+        if self.is_forgotten() { Err(err(Errno::EBADF)) } else { Ok(()) }
     }
 
     /// Free socket slots (for leak checks).

@@ -6,6 +6,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod streams;
+#[allow(unused_imports)]
+pub use streams::*;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -225,14 +229,13 @@ pub fn echo_server_main() {
             std::thread::spawn(move || {
                 loop {
                     let Ok((s, _peer)) = client.accept(listener, true) else { continue };
-                    let mut buf = [0u8; 64];
-                    let mut got = Vec::new();
-                    // Echo until the peer closes; the tests send 4 bytes and close.
+                    let mut buf = vec![0u8; 16 * 1024];
+                    // Echo until the peer closes: 4 bytes for the short connections, long
+                    // checksummed streams for the migration tests.
                     loop {
                         match client.recv(s, &mut buf, true) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => {
-                                got.extend_from_slice(&buf[..n]);
                                 if client.send(s, &buf[..n], true).is_err() {
                                     break;
                                 }
@@ -319,6 +322,8 @@ pub struct Peer {
     pub frames_in: u64,
     pub frames_out: u64,
     pub tx_dropped: u64,
+    /// TCP segments with RST received from netpop.
+    pub resets_in: u64,
 }
 
 /// Outcome of a batch of connections.
@@ -366,10 +371,11 @@ impl Peer {
             frames_in: 0,
             frames_out: 0,
             tx_dropped: 0,
+            resets_in: 0,
         }
     }
 
-    fn now(&self) -> tcp_core::Instant {
+    pub(crate) fn now(&self) -> tcp_core::Instant {
         tcp_core::Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
     }
 
@@ -383,6 +389,7 @@ impl Peer {
                 Ok(n) => {
                     self.frames_in += 1;
                     moved = true;
+                    self.resets_in += u64::from(is_tcp_reset(&self.frame[..n]));
                     self.stack.handle_frame(now, &self.frame[..n]);
                 }
                 Err(_) => break,
@@ -592,6 +599,15 @@ impl Peer {
             }
         }
     }
+}
+
+/// True for an IPv4 TCP segment with RST set.
+pub fn is_tcp_reset(frame: &[u8]) -> bool {
+    if frame.get(12..14) != Some(&[0x08, 0x00][..]) || frame.get(23) != Some(&6) {
+        return false;
+    }
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    frame.get(14 + ihl + 13).is_some_and(|f| f & 0x04 != 0)
 }
 
 /// Is this process root? (Privileged tests skip otherwise.)

@@ -212,7 +212,8 @@ const SERVER_SOCKET_ENV: &str = "NETPOP_TEST_SERVER_SOCKET";
 const SERVER_PORT_ENV: &str = "NETPOP_TEST_SERVER_PORT";
 
 /// Body of the `echo_server_child` entry point every test file defines: registers with
-/// the plane named in the environment, listens, prints READY, and echoes on 8 threads.
+/// the plane named in the environment, listens, prints READY, and echoes every connection
+/// on a thread of its own.
 pub fn echo_server_main() {
     let Ok(socket) = std::env::var(SERVER_SOCKET_ENV) else { return };
     let port: u16 = std::env::var(SERVER_PORT_ENV).unwrap().parse().unwrap();
@@ -223,26 +224,31 @@ pub fn echo_server_main() {
         writeln!(out, "\nREADY app {} home {}", client.app_id(), client.home()).unwrap();
         out.flush().unwrap();
     }
+    // Acceptors hand each connection to a thread of its own, so long-lived streams never
+    // keep short connections waiting in the accept queue.
     let workers: Vec<_> = (0..8)
         .map(|_| {
             let client = std::sync::Arc::clone(&client);
             std::thread::spawn(move || {
                 loop {
                     let Ok((s, _peer)) = client.accept(listener, true) else { continue };
-                    let mut buf = vec![0u8; 16 * 1024];
-                    // Echo until the peer closes: 4 bytes for the short connections, long
-                    // checksummed streams for the migration tests.
-                    loop {
-                        match client.recv(s, &mut buf, true) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if client.send(s, &buf[..n], true).is_err() {
-                                    break;
+                    let client = std::sync::Arc::clone(&client);
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        // Echo until the peer closes: 4 bytes for the short connections,
+                        // long checksummed streams for the migration tests.
+                        loop {
+                            match client.recv(s, &mut buf, true) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if client.send(s, &buf[..n], true).is_err() {
+                                        break;
+                                    }
                                 }
                             }
                         }
-                    }
-                    let _ = client.close(s);
+                        let _ = client.close(s);
+                    });
                 }
             })
         })

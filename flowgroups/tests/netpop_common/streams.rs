@@ -57,6 +57,8 @@ pub struct MixedReport {
     pub short_failures: BTreeMap<String, usize>,
     /// Segments with RST netpop sent during the run.
     pub resets_in: u64,
+    /// Connect-to-echo times of the short connections started after the mark.
+    pub short_latencies: Vec<Duration>,
 }
 
 struct Stream {
@@ -74,6 +76,7 @@ struct Short {
     sent: bool,
     got: Vec<u8>,
     started: Instant,
+    measured: bool,
 }
 
 /// Most echo bytes a stream may have outstanding.
@@ -96,8 +99,53 @@ impl Peer {
         short_ports: &[u16],
         concurrency: usize,
     ) -> MixedReport {
+        self.streams_under_load_marked(
+            server,
+            stream_ports,
+            rate,
+            duration,
+            drain,
+            short_ports,
+            concurrency,
+            duration,
+            &mut || {},
+        )
+    }
+
+    /// [`Peer::streams_under_load`], calling `on_mark` once `mark` has passed (before the
+    /// end of sending) and recording the latency of the short connections started after
+    /// it: a warm-up, then a measured phase.
+    #[allow(clippy::too_many_arguments)]
+    pub fn streams_under_load_marked(
+        &mut self,
+        server: SocketAddrV4,
+        stream_ports: &[u16],
+        rate: u64,
+        duration: Duration,
+        drain: Duration,
+        short_ports: &[u16],
+        concurrency: usize,
+        mark: Duration,
+        on_mark: &mut dyn FnMut(),
+    ) -> MixedReport {
+        let mut marked = false;
         let mut report = MixedReport { streams: stream_ports.len(), ..MixedReport::default() };
         let resets_before = self.resets_in;
+        // One connection first, so that ARP is resolved before a burst of SYNs would
+        // overflow the peer's queue of packets waiting for it (and wait out an RTO).
+        if let Some(&first) = stream_ports.first() {
+            let h = self.stack.connect(self.now(), server, Some(first)).expect("stream connect");
+            let t = Instant::now();
+            while self.stack.state(h) == Ok(State::SynSent) && t.elapsed() < Duration::from_secs(5)
+            {
+                if !self.pump() {
+                    self.idle();
+                }
+            }
+            let _ = self.stack.abort(h);
+            let _ = self.stack.close(h);
+            self.run_for(Duration::from_millis(50));
+        }
         let now = self.now();
         let mut streams: Vec<Stream> = stream_ports
             .iter()
@@ -120,6 +168,10 @@ impl Peer {
         loop {
             let elapsed = start.elapsed();
             let sending = elapsed < duration;
+            if !marked && elapsed >= mark && sending {
+                marked = true;
+                on_mark();
+            }
             let finished = streams.iter().all(|s| s.closed) && shorts.is_empty();
             if !sending && (elapsed > duration + drain || finished) {
                 break;
@@ -134,6 +186,7 @@ impl Peer {
                         sent: false,
                         got: Vec::new(),
                         started: Instant::now(),
+                        measured: marked,
                     }),
                     Err(e) => {
                         report.short_failed += 1;
@@ -228,7 +281,12 @@ impl Peer {
                         let c = shorts.swap_remove(i);
                         let _ = self.stack.close(c.h);
                         match r {
-                            Ok(()) => report.short_ok += 1,
+                            Ok(()) => {
+                                report.short_ok += 1;
+                                if c.measured {
+                                    report.short_latencies.push(c.started.elapsed());
+                                }
+                            }
                             Err(why) => {
                                 report.short_failed += 1;
                                 fail(&mut report.short_failures, why);

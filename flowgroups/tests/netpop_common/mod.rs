@@ -330,6 +330,11 @@ pub struct Peer {
     pub tx_dropped: u64,
     /// TCP segments with RST received from netpop.
     pub resets_in: u64,
+    /// Local ports of the connections those resets were for (the last 64).
+    pub reset_ports: Vec<u16>,
+    /// Local ports whose resets are counted apart, in `watched_resets`.
+    pub watched: Vec<u16>,
+    pub watched_resets: u64,
 }
 
 /// Outcome of a batch of connections.
@@ -378,6 +383,9 @@ impl Peer {
             frames_out: 0,
             tx_dropped: 0,
             resets_in: 0,
+            reset_ports: Vec::new(),
+            watched: Vec::new(),
+            watched_resets: 0,
         }
     }
 
@@ -395,7 +403,15 @@ impl Peer {
                 Ok(n) => {
                     self.frames_in += 1;
                     moved = true;
-                    self.resets_in += u64::from(is_tcp_reset(&self.frame[..n]));
+                    if is_tcp_reset(&self.frame[..n]) {
+                        self.resets_in += 1;
+                        if self.reset_ports.len() == 64 {
+                            self.reset_ports.remove(0);
+                        }
+                        let port = tcp_dst_port(&self.frame[..n]);
+                        self.reset_ports.push(port);
+                        self.watched_resets += u64::from(self.watched.contains(&port));
+                    }
                     self.stack.handle_frame(now, &self.frame[..n]);
                 }
                 Err(_) => break,
@@ -614,6 +630,12 @@ pub fn is_tcp_reset(frame: &[u8]) -> bool {
     }
     let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
     frame.get(14 + ihl + 13).is_some_and(|f| f & 0x04 != 0)
+}
+
+/// Destination port of an IPv4 TCP segment (0 if it is not one).
+pub fn tcp_dst_port(frame: &[u8]) -> u16 {
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    frame.get(14 + ihl + 2..14 + ihl + 4).map_or(0, |p| u16::from_be_bytes([p[0], p[1]]))
 }
 
 /// Is this process root? (Privileged tests skip otherwise.)

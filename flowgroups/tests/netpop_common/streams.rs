@@ -55,8 +55,12 @@ pub struct MixedReport {
     /// Short connections that failed, and why.
     pub short_failed: usize,
     pub short_failures: BTreeMap<String, usize>,
-    /// Segments with RST netpop sent during the run.
+    /// Segments with RST netpop sent during the run, any connection.
     pub resets_in: u64,
+    /// Of those, resets of the streams.
+    pub stream_resets: u64,
+    /// Local ports the resets were sent to (the last 64).
+    pub reset_ports: Vec<u16>,
     /// Connect-to-echo times of the short connections started after the mark.
     pub short_latencies: Vec<Duration>,
 }
@@ -131,6 +135,8 @@ impl Peer {
         let mut marked = false;
         let mut report = MixedReport { streams: stream_ports.len(), ..MixedReport::default() };
         let resets_before = self.resets_in;
+        let watched_before = self.watched_resets;
+        self.watched = stream_ports.to_vec();
         // One connection first, so that ARP is resolved before a burst of SYNs would
         // overflow the peer's queue of packets waiting for it (and wait out an RTO).
         if let Some(&first) = stream_ports.first() {
@@ -320,6 +326,10 @@ impl Peer {
             }
         }
         report.resets_in = self.resets_in - resets_before;
+        let n = (report.resets_in as usize).min(self.reset_ports.len());
+        report.reset_ports = self.reset_ports[self.reset_ports.len() - n..].to_vec();
+        report.stream_resets = self.watched_resets - watched_before;
+        self.watched.clear();
         report
     }
 }

@@ -1188,9 +1188,10 @@ impl ChannelHub {
             server.forward_out.push((to, slot));
             return true;
         }
-        // Forwarded requests concern connections that already exist here; a bound connect
-        // never travels this way, so every reply port counts as ours.
-        server.handle_slot(&slot, stack, now, &mut self.registry, ports, &mut |_, _, _| true);
+        // Requests that open connections are never handed on (see `moved_target`), so
+        // no source-port rule applies.
+        let mut any_port = |_: &Stack, _: u16, _: SocketAddrV4| true;
+        server.handle_slot(&slot, stack, now, &mut self.registry, ports, &mut any_port);
         server.flush_wake();
         true
     }

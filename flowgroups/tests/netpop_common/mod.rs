@@ -6,6 +6,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod streams;
+#[allow(unused_imports)]
+pub use streams::*;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -208,7 +212,8 @@ const SERVER_SOCKET_ENV: &str = "NETPOP_TEST_SERVER_SOCKET";
 const SERVER_PORT_ENV: &str = "NETPOP_TEST_SERVER_PORT";
 
 /// Body of the `echo_server_child` entry point every test file defines: registers with
-/// the plane named in the environment, listens, prints READY, and echoes on 8 threads.
+/// the plane named in the environment, listens, prints READY, and echoes every connection
+/// on a thread of its own.
 pub fn echo_server_main() {
     let Ok(socket) = std::env::var(SERVER_SOCKET_ENV) else { return };
     let port: u16 = std::env::var(SERVER_PORT_ENV).unwrap().parse().unwrap();
@@ -219,27 +224,31 @@ pub fn echo_server_main() {
         writeln!(out, "\nREADY app {} home {}", client.app_id(), client.home()).unwrap();
         out.flush().unwrap();
     }
+    // Acceptors hand each connection to a thread of its own, so long-lived streams never
+    // keep short connections waiting in the accept queue.
     let workers: Vec<_> = (0..8)
         .map(|_| {
             let client = std::sync::Arc::clone(&client);
             std::thread::spawn(move || {
                 loop {
                     let Ok((s, _peer)) = client.accept(listener, true) else { continue };
-                    let mut buf = [0u8; 64];
-                    let mut got = Vec::new();
-                    // Echo until the peer closes; the tests send 4 bytes and close.
-                    loop {
-                        match client.recv(s, &mut buf, true) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                got.extend_from_slice(&buf[..n]);
-                                if client.send(s, &buf[..n], true).is_err() {
-                                    break;
+                    let client = std::sync::Arc::clone(&client);
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        // Echo until the peer closes: 4 bytes for the short connections,
+                        // long checksummed streams for the migration tests.
+                        loop {
+                            match client.recv(s, &mut buf, true) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if client.send(s, &buf[..n], true).is_err() {
+                                        break;
+                                    }
                                 }
                             }
                         }
-                    }
-                    let _ = client.close(s);
+                        let _ = client.close(s);
+                    });
                 }
             })
         })
@@ -319,6 +328,13 @@ pub struct Peer {
     pub frames_in: u64,
     pub frames_out: u64,
     pub tx_dropped: u64,
+    /// TCP segments with RST received from netpop.
+    pub resets_in: u64,
+    /// Local ports of the connections those resets were for (the last 64).
+    pub reset_ports: Vec<u16>,
+    /// Local ports whose resets are counted apart, in `watched_resets`.
+    pub watched: Vec<u16>,
+    pub watched_resets: u64,
 }
 
 /// Outcome of a batch of connections.
@@ -366,10 +382,14 @@ impl Peer {
             frames_in: 0,
             frames_out: 0,
             tx_dropped: 0,
+            resets_in: 0,
+            reset_ports: Vec::new(),
+            watched: Vec::new(),
+            watched_resets: 0,
         }
     }
 
-    fn now(&self) -> tcp_core::Instant {
+    pub(crate) fn now(&self) -> tcp_core::Instant {
         tcp_core::Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
     }
 
@@ -383,6 +403,15 @@ impl Peer {
                 Ok(n) => {
                     self.frames_in += 1;
                     moved = true;
+                    if is_tcp_reset(&self.frame[..n]) {
+                        self.resets_in += 1;
+                        if self.reset_ports.len() == 64 {
+                            self.reset_ports.remove(0);
+                        }
+                        let port = tcp_dst_port(&self.frame[..n]);
+                        self.reset_ports.push(port);
+                        self.watched_resets += u64::from(self.watched.contains(&port));
+                    }
                     self.stack.handle_frame(now, &self.frame[..n]);
                 }
                 Err(_) => break,
@@ -592,6 +621,21 @@ impl Peer {
             }
         }
     }
+}
+
+/// True for an IPv4 TCP segment with RST set.
+pub fn is_tcp_reset(frame: &[u8]) -> bool {
+    if frame.get(12..14) != Some(&[0x08, 0x00][..]) || frame.get(23) != Some(&6) {
+        return false;
+    }
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    frame.get(14 + ihl + 13).is_some_and(|f| f & 0x04 != 0)
+}
+
+/// Destination port of an IPv4 TCP segment (0 if it is not one).
+pub fn tcp_dst_port(frame: &[u8]) -> u16 {
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    frame.get(14 + ihl + 2..14 + ihl + 4).map_or(0, |p| u16::from_be_bytes([p[0], p[1]]))
 }
 
 /// Is this process root? (Privileged tests skip otherwise.)

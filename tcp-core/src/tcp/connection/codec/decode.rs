@@ -281,6 +281,9 @@ pub(super) fn read_state(r: &mut Reader<'_>) -> Result<ConnectionState, CodecErr
     let congestion = read_congestion(r, "congestion")?;
     let cwnd = r.u32("cwnd")?;
     let ssthresh = r.u32("ssthresh")?;
+    let cwnd_limited = r.bool("cwnd_limited")?;
+    let max_in_flight = r.u32("max_in_flight")?;
+    let cwnd_window_end = r.seq("cwnd_window_end")?;
     let cubic_w_max = r.u32("cubic_w_max")?;
     let cubic_epoch_start = r.option("cubic_epoch_start", |r| r.instant("cubic_epoch"))?;
     let cubic_k_ms = r.u64("cubic_k_ms")?;
@@ -367,6 +370,9 @@ pub(super) fn read_state(r: &mut Reader<'_>) -> Result<ConnectionState, CodecErr
         congestion,
         cwnd,
         ssthresh,
+        cwnd_limited,
+        max_in_flight,
+        cwnd_window_end,
         cubic_w_max,
         cubic_epoch_start,
         cubic_k_ms,

@@ -330,6 +330,9 @@ impl ConnectionState {
         w.u8(congestion_tag(s.congestion));
         w.u32(s.cwnd);
         w.u32(s.ssthresh);
+        w.bool(s.cwnd_limited);
+        w.u32(s.max_in_flight);
+        w.seq(s.cwnd_window_end);
         w.u32(s.cubic_w_max);
         w.option(&s.cubic_epoch_start, |w, v| w.instant(*v));
         w.u64(s.cubic_k_ms);

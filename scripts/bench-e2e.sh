@@ -15,7 +15,7 @@
 #
 #   scripts/bench-e2e.sh                  the whole matrix, a table on stdout
 #   scripts/bench-e2e.sh --json           the same, JSON on stdout (the table on stderr)
-#   DURATION=10 scripts/bench-e2e.sh      seconds of load per run (default 5, after 1 s warm-up)
+#   DURATION=10 scripts/bench-e2e.sh      seconds of load per run (default 4, after 1 s warm-up)
 #   SERVERS="lighttpd" STACKS="linux sim" INSTANCES="2" CONCURRENCY="100" scripts/bench-e2e.sh
 #
 # Needs root (namespaces, TAP, AF_XDP), lighttpd, apache2, ethtool. Everything it creates
@@ -32,7 +32,7 @@ for arg in "$@"; do
         *) echo "bench-e2e: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-DURATION="${DURATION:-5}"
+DURATION="${DURATION:-4}"
 WARMUP="${WARMUP:-1}"
 SERVERS="${SERVERS:-lighttpd apache-prefork}"
 STACKS="${STACKS:-linux sim afxdp}"

@@ -218,7 +218,7 @@ start_netpop() {
 group_ticks() {
     local pg=$1 total=0 f
     for f in /proc/[0-9]*/stat; do
-        read -r line < "$f" 2>/dev/null || continue
+        read -r line 2>/dev/null <"$f" || continue
         # Fields after "pid (comm) ": state ppid pgrp ... utime(12) stime(13) cutime(14) cstime(15)
         set -- ${line##*) }
         [ "${3:-}" = "$pg" ] || continue

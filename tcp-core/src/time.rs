@@ -69,6 +69,16 @@ impl Instant {
     }
 }
 
+/// The earlier of two optional deadlines (`None` is "never"). Written out rather than as
+/// an iterator chain: deadlines are combined on every call into the stack.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {

@@ -113,6 +113,32 @@ pub struct AppServer {
     dirty: bool,
     totals: ServeStats,
     scratch: Vec<u8>,
+    /// Slots whose connection migrated to another instance (live flow-group moves): the
+    /// app may still send their requests here, which are handed on (see
+    /// [`ChannelHub::take_forwarded_requests`]).
+    moved: BTreeMap<u32, u16>,
+    /// Requests for moved slots, waiting to be forwarded: (instance, slot).
+    forward_out: Vec<(u16, RequestSlot)>,
+}
+
+/// A connection's app-side binding, handed from one instance to another with the
+/// connection itself when its flow group migrates: which app and socket slot it belongs to
+/// and what the old instance had already told the app. The slot's rings and state words
+/// live in the app's segment and stay as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketBinding {
+    /// The app.
+    pub app_id: AppId,
+    /// Its socket slot.
+    pub slot: u32,
+    /// The handshake had completed.
+    pub connected: bool,
+    /// End of stream was published (RDHUP).
+    pub eof: bool,
+    /// The app asked for SHUT_WR; the FIN waits for the tx ring to drain.
+    pub shut_wr_pending: bool,
+    /// The FIN for SHUT_WR was handed to the stack.
+    pub shut_wr_done: bool,
 }
 
 /// The port decisions `serve` takes from the kernel instance.
@@ -200,6 +226,8 @@ impl AppServer {
             dirty: false,
             totals: ServeStats::default(),
             scratch: vec![0; SCRATCH_BYTES],
+            moved: BTreeMap::new(),
+            forward_out: Vec::new(),
         })
     }
 
@@ -255,6 +283,10 @@ impl AppServer {
                     }
                 };
                 self.totals.requests += 1;
+                if let Some(to) = self.moved_target(&slot) {
+                    self.forward_out.push((to, slot));
+                    continue;
+                }
                 self.handle_slot(&slot, stack, now, registry, ports, owns_reply);
                 if self.broken.is_some() {
                     break;
@@ -518,8 +550,94 @@ impl AppServer {
             },
         );
         self.slots.insert(handle, slot);
+        self.moved.remove(&slot);
         registry.bind_connection(handle, self.app_id());
         self.dirty = true;
+        Ok(())
+    }
+
+    /// The instance a request must be handed to: requests about an existing connection
+    /// whose slot migrated away (never those that open a new one in the slot).
+    fn moved_target(&self, slot: &RequestSlot) -> Option<u16> {
+        let to = *self.moved.get(&slot.sock)?;
+        match Opcode::from_u16(slot.opcode)? {
+            Opcode::Listen | Opcode::Accept | Opcode::Connect => None,
+            _ => Some(to),
+        }
+    }
+
+    /// The binding of connection `h` if it can migrate: bound to a slot, not finished, and
+    /// not closed by the app (a lingering connection stays where it is).
+    fn binding_of(&self, h: SocketHandle) -> Option<SocketBinding> {
+        let slot = self.slot_of(h)?;
+        let c = self.conns.get(&slot).filter(|c| !c.closed)?;
+        Some(SocketBinding {
+            app_id: self.app_id(),
+            slot,
+            connected: c.connected,
+            eof: c.eof,
+            shut_wr_pending: c.shut_wr_pending,
+            shut_wr_done: c.shut_wr_done,
+        })
+    }
+
+    /// Gives up connection `h` (its TCB is being exported to instance `to`); later requests
+    /// for its slot are handed to `to`.
+    fn release_binding(
+        &mut self,
+        registry: &mut ListenerRegistry,
+        h: SocketHandle,
+        to: u16,
+    ) -> Option<SocketBinding> {
+        let b = self.binding_of(h)?;
+        self.remove_conn(b.slot)?;
+        registry.unbind_connection(h);
+        self.moved.insert(b.slot, to);
+        Some(b)
+    }
+
+    /// Takes over a slot whose connection was imported as `h`: the rings keep their
+    /// positions (the app may have bytes in flight in both), the owner word names this
+    /// instance, and whatever is already waiting is moved at once.
+    fn adopt(
+        &mut self,
+        stack: &mut Stack,
+        registry: &mut ListenerRegistry,
+        b: SocketBinding,
+        h: SocketHandle,
+    ) -> Result<(), Errno> {
+        if self.broken.is_some() || self.conns.contains_key(&b.slot) {
+            return Err(Errno(libc::EBUSY));
+        }
+        let seg = self.link.segment();
+        let (rx, tx) = match (seg.rx_writer(b.slot), seg.tx_reader(b.slot)) {
+            (Ok(rx), Ok(tx)) => (rx, tx),
+            _ => return Err(Errno::EFAULT),
+        };
+        if let Ok(owner) = seg.socket_word(b.slot, SocketField::Owner) {
+            owner.store(u32::from(self.link.instance()), Ordering::Release);
+        }
+        self.conns.insert(
+            b.slot,
+            Conn {
+                handle: h,
+                rx,
+                tx,
+                connected: b.connected,
+                eof: b.eof,
+                shut_wr_pending: b.shut_wr_pending,
+                shut_wr_done: b.shut_wr_done,
+                closed: false,
+            },
+        );
+        self.slots.insert(h, b.slot);
+        self.moved.remove(&b.slot);
+        registry.bind_connection(h, self.app_id());
+        self.pump_rx(stack, b.slot);
+        self.pump_tx(stack, b.slot);
+        self.link.touch_socket(b.slot);
+        self.dirty = true;
+        self.flush_wake();
         Ok(())
     }
 
@@ -1008,6 +1126,73 @@ impl ChannelHub {
     /// See [`ListenerRegistry::rewake_waiting`].
     pub fn rewake_waiting(&mut self, stack: &Stack) -> usize {
         self.registry.rewake_waiting(stack)
+    }
+
+    /// The app binding of connection `h`, if the connection can migrate with it (see
+    /// [`SocketBinding`]).
+    pub fn socket_binding(&self, h: SocketHandle) -> Option<SocketBinding> {
+        let app = self.registry.connection_owner(h)?;
+        self.apps.get(&app)?.binding_of(h)
+    }
+
+    /// Releases connection `h`, whose TCB is being exported to instance `to`: this instance
+    /// forgets it, and requests the app still sends here for its slot are handed to `to`
+    /// (collect them with [`ChannelHub::take_forwarded_requests`]). `None` if the
+    /// connection cannot migrate.
+    pub fn export_binding(&mut self, h: SocketHandle, to: u16) -> Option<SocketBinding> {
+        let app = self.registry.connection_owner(h)?;
+        self.apps.get_mut(&app)?.release_binding(&mut self.registry, h, to)
+    }
+
+    /// Binds an imported connection `h` to the app slot it had on its old instance. On
+    /// error (the app is not attached here, or the slot is busy) the caller must abort the
+    /// connection.
+    pub fn import_binding(
+        &mut self,
+        stack: &mut Stack,
+        binding: SocketBinding,
+        h: SocketHandle,
+    ) -> Result<(), Errno> {
+        let server = self.apps.get_mut(&binding.app_id).ok_or(Errno(libc::ENOENT))?;
+        server.adopt(stack, &mut self.registry, binding, h)
+    }
+
+    /// Requests taken from apps' rings for slots whose connection migrated away:
+    /// `(app, instance now serving the slot, request)`.
+    pub fn take_forwarded_requests(&mut self) -> Vec<(AppId, u16, RequestSlot)> {
+        let mut out = Vec::new();
+        for (&app, server) in &mut self.apps {
+            out.extend(server.forward_out.drain(..).map(|(to, slot)| (app, to, slot)));
+        }
+        out
+    }
+
+    /// Executes a request another instance took from `app_id`'s ring on our behalf (its
+    /// completion, if any, goes to our completion ring; the app matches completions by
+    /// tag). False if the app is not attached here. A slot that moved on again is handed
+    /// on once more.
+    pub fn serve_forwarded(
+        &mut self,
+        stack: &mut Stack,
+        now: Instant,
+        app_id: AppId,
+        slot: RequestSlot,
+        ports: SourcePortChooser<'_>,
+    ) -> bool {
+        let Some(server) = self.apps.get_mut(&app_id) else { return false };
+        if server.broken.is_some() {
+            return true;
+        }
+        server.totals.requests += 1;
+        if let Some(to) = server.moved_target(&slot) {
+            server.forward_out.push((to, slot));
+            return true;
+        }
+        // Forwarded requests concern connections that already exist here; a bound connect
+        // never travels this way, so every reply port counts as ours.
+        server.handle_slot(&slot, stack, now, &mut self.registry, ports, &mut |_, _, _| true);
+        server.flush_wake();
+        true
     }
 
     /// The listener registry.

@@ -183,9 +183,21 @@ impl GroupTracker {
         }
     }
 
+    /// Marks `group` for the next publish (its owner changed).
+    pub(crate) fn touch(&mut self, group: u32) {
+        self.mark(group);
+    }
+
+    /// The tracked connections of `group`.
+    pub(crate) fn tuples_in(&self, group: u32) -> Vec<TupleKey> {
+        self.by_tuple.iter().filter(|(_, g)| **g == group).map(|(k, _)| *k).collect()
+    }
+
     /// Writes the changed groups' counters into the control segment: packets and SYNs as
-    /// increments, connections as the current value.
-    pub(crate) fn publish(&mut self, control: &ControlSegment) {
+    /// increments, connections as the current value — the latter only for groups this
+    /// instance owns (`me`), since connections left behind when a group moved (see
+    /// `migrate`) must not overwrite the new owner's count.
+    pub(crate) fn publish(&mut self, control: &ControlSegment, me: u16) {
         for group in std::mem::take(&mut self.dirty) {
             let g = group as usize;
             if let Some(d) = self.is_dirty.get_mut(g) {
@@ -202,7 +214,9 @@ impl GroupTracker {
                     shared.syns.fetch_add(std::mem::take(s), Ordering::Relaxed);
                 }
             }
-            shared.connections.store(self.connections(group), Ordering::Relaxed);
+            if shared.owner.load(Ordering::Relaxed) == u32::from(me) {
+                shared.connections.store(self.connections(group), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -343,13 +357,13 @@ mod tests {
         t.count_packet(5, true);
         t.count_packet(5, false);
         t.count_packet(9, false);
-        t.publish(&cs);
+        t.publish(&cs, 0);
         t.count_packet(5, false);
-        t.publish(&cs);
+        t.publish(&cs, 0);
         let g5 = cs.flow_group(5).unwrap();
         assert_eq!((g5.packets.load(Ordering::Relaxed), g5.syns.load(Ordering::Relaxed)), (3, 1));
         assert_eq!(cs.flow_group(9).unwrap().packets.load(Ordering::Relaxed), 1);
         t.count_packet(200, true); // out of range: ignored, no panic
-        t.publish(&cs);
+        t.publish(&cs, 0);
     }
 }

@@ -22,6 +22,7 @@
 
 mod groups;
 mod idle;
+mod migrate;
 pub mod pcap;
 pub mod plane_link;
 mod publish;
@@ -56,10 +57,12 @@ pub use self::idle::{
     BUSY_INTERVAL, DEEP_IDLE_NAPS, DEEP_NAP, FIRST_NAP, LONGEST_NAP, MAX_BLOCK, SPIN_ITERATIONS,
 };
 use self::idle::{Backoff, BusyMeter, Next, block_on};
+pub use self::migrate::{DRAIN_GRACE, HOLD_TIMEOUT, MigrationCounters, RESIDUE_IDLE_TTL};
+use self::migrate::{Migrations, Steer, Via};
 use self::pcap::{Capture, CaptureSink};
 use self::plane_link::{PlaneLink, PlaneMessage};
 use self::publish::{ListenerColumn, SharedCounters, store_counters};
-use self::rx::{Forwarding, FrameKind, Route};
+use self::rx::{Forwarding, FrameKind};
 
 /// Frames taken from the queue, and from the forwarding rings, per iteration.
 pub const RX_BATCH: usize = 64;
@@ -218,7 +221,7 @@ pub struct InstanceCounters {
     pub control_messages: u64,
     /// Control slots that did not decode, or a control ring found corrupt.
     pub control_errors: u64,
-    /// Control messages this instance does not act on (live migration is not built).
+    /// Control messages this instance does not act on (ones meant for the plane).
     pub control_unsupported: u64,
     /// Plane-socket messages refused.
     pub plane_errors: u64,
@@ -240,6 +243,8 @@ pub struct InstanceCounters {
     pub captures: u64,
     /// Times the loop blocked for lack of work.
     pub idle_sleeps: u64,
+    /// Flow-group moves (see the `migrate` module).
+    pub migration: MigrationCounters,
 }
 
 /// Descriptors and announcement of an app, until both have arrived.
@@ -270,6 +275,7 @@ pub struct KernelInstance {
     owners: FlowGroupTable,
     owner_epoch: u64,
     forwarding: Forwarding,
+    migrations: Migrations,
     groups: GroupTracker,
     capture: Option<Capture>,
     capture_dir: PathBuf,
@@ -284,6 +290,8 @@ pub struct KernelInstance {
     /// poll(2) reported the plane socket readable (or we have not looked yet).
     plane_readable: bool,
     last_plane_check_ns: u64,
+    /// `now` of the current iteration.
+    now: Instant,
     shutdown: bool,
 }
 
@@ -361,6 +369,7 @@ impl KernelInstance {
             owners,
             owner_epoch,
             forwarding,
+            migrations: Migrations::new(index),
             capture: None,
             capture_dir,
             pending: PendingApps::default(),
@@ -373,6 +382,7 @@ impl KernelInstance {
             last_reconcile_ns: 0,
             plane_readable: true,
             last_plane_check_ns: 0,
+            now: Instant::ZERO,
             shutdown: false,
         })
     }
@@ -415,6 +425,8 @@ impl KernelInstance {
         c.rx_dropped += f.dropped;
         c.connections_total = self.groups.created;
         c.group_reconciles = self.groups.reconciles;
+        c.migration = self.migrations.counters;
+        c.migration.bad_records += self.migrations.reassembly.broken;
         c
     }
 
@@ -436,6 +448,7 @@ impl KernelInstance {
             act.shutdown = true;
             return act;
         }
+        self.now = self.now.max(now);
         let now_ns = now.as_nanos();
         if self.plane_readable
             || now_ns.saturating_sub(self.last_plane_check_ns) >= PLANE_CHECK_INTERVAL_NS
@@ -458,6 +471,8 @@ impl KernelInstance {
             self.stack.handle_timeout(now);
             act.timers_fired = true;
         }
+        self.drain_events(&mut act);
+        self.migration_tick(now, act.rx_frames, &mut act);
         self.drain_events(&mut act);
         self.transmit(now, &mut act);
         self.drain_events(&mut act);
@@ -550,7 +565,12 @@ impl KernelInstance {
                     self.counters.apps_detached += 1;
                 }
             }
-            ControlMessage::SetOwner { .. } => self.refresh_owners(true),
+            ControlMessage::SetOwner { group, owner } => {
+                self.refresh_owners(true);
+                self.migration_switched(group, owner, self.now);
+            }
+            ControlMessage::FreezeGroup { group, to } => self.freeze_group(group, to),
+            ControlMessage::ImportGroup { group, from } => self.import_group(group, from),
             ControlMessage::Heartbeat { seq } => {
                 let reply = ControlMessage::Heartbeat { seq }.encode();
                 if !matches!(self.to_plane.push(&reply), Ok(true)) {
@@ -601,8 +621,18 @@ impl KernelInstance {
     fn receive(&mut self, now: Instant, act: &mut Activity) {
         let me = self.index;
         let our_ip = self.stack.config().ipv4_addr;
+        let now_ns = now.as_nanos();
         let Self {
-            queue, stack, hasher, control, forwarding, groups, capture, arp_scratch, ..
+            queue,
+            stack,
+            hasher,
+            control,
+            forwarding,
+            migrations,
+            groups,
+            capture,
+            arp_scratch,
+            ..
         } = self;
         let mut on_frame = |frame: &[u8]| {
             act.rx_frames += 1;
@@ -610,45 +640,54 @@ impl KernelInstance {
                 let _ = c.record(frame);
             }
             let kind = rx::classify(frame);
-            match rx::route(me, hasher, control, kind) {
-                Route::Forward { to, group } => {
-                    if forwarding.forward(to, frame, group) {
-                        act.forwarded_out += 1;
+            match kind {
+                FrameKind::Tcp { src, dst, syn } => {
+                    let (group, steer) = migrate::steer_tcp(
+                        me,
+                        control,
+                        hasher,
+                        migrations,
+                        stack,
+                        src,
+                        dst,
+                        Via::Nic,
+                        now_ns,
+                    );
+                    match steer {
+                        Steer::Local => {
+                            stack.handle_frame(now, frame);
+                            account(stack, groups, kind, group, syn);
+                        }
+                        Steer::Forward(to) => {
+                            if forwarding.forward(to, frame, group) {
+                                act.forwarded_out += 1;
+                            }
+                        }
+                        Steer::Hold => {
+                            migrations.hold(group, frame, now_ns);
+                        }
                     }
                 }
-                Route::LocalAndReplicate => {
+                FrameKind::Arp => {
                     stack.handle_frame(now, frame);
                     rx::arp_copy(frame, our_ip, arp_scratch);
                     act.arp_copies += forwarding.replicate(arp_scratch);
                 }
-                Route::Local { group, syn } => {
-                    stack.handle_frame(now, frame);
-                    if let Some(g) = group {
-                        account(stack, groups, kind, g, syn);
-                    }
-                }
+                FrameKind::Other => stack.handle_frame(now, frame),
             }
         };
         match queue.rx_burst(RX_BATCH, &mut on_frame) {
             Ok(_) => {}
             Err(_) => self.counters.queue_errors += 1,
         }
-        let Self { stack, hasher, forwarding, groups, capture, .. } = self;
-        let mut from_peer = |frame: &[u8], _group: u32| {
-            act.forwarded_in += 1;
-            if let Some(c) = capture.as_mut() {
-                let _ = c.record(frame);
-            }
-            // Never forwarded again, even if the group moved once more: processing it
-            // here (the stack resets what it does not know) cannot loop.
-            stack.handle_frame(now, frame);
-            let kind = rx::classify(frame);
-            if let FrameKind::Tcp { src, dst, syn } = kind {
-                let g = hasher.group_of(src.0, dst.0, src.1, dst.1);
-                account(stack, groups, kind, g, syn);
-            }
-        };
-        forwarding.receive(RX_BATCH, &mut from_peer);
+        // Frames and migration records from the peers, one at a time and in ring order
+        // (a record and the stragglers behind it must be handled in that order).
+        let mut budget = 4 * RX_BATCH;
+        while budget > 0 {
+            let Some((peer, slot)) = self.forwarding.pop_inbound() else { break };
+            budget -= 1;
+            self.on_peer_slot(now, peer, &slot, act);
+        }
         self.counters.rx_packets += u64::from(act.rx_frames);
     }
 
@@ -806,7 +845,7 @@ impl KernelInstance {
 
     /// Writes every counter into the control segment now.
     pub fn publish(&mut self) {
-        self.groups.publish(&self.control);
+        self.groups.publish(&self.control, self.index);
         self.listeners.publish(
             &self.control,
             self.index,
@@ -899,7 +938,11 @@ impl KernelInstance {
         let requests_waiting = self.hub.prepare_sleep();
         let busy = requests_waiting
             || self.forwarding.pending()
+            || self.forwarding.has_backlog()
             || self.from_plane.len().is_ok_and(|n| n > 0);
+        // A move in progress waits on the clock (drain grace, hold timeout).
+        let timeout =
+            if self.migrations.active() { timeout.min(migrate::DRAIN_GRACE) } else { timeout };
         if !busy {
             let mut fds = vec![self.doorbell.as_raw_fd(), self.plane.socket().as_raw_fd()];
             fds.extend(wait_fd);

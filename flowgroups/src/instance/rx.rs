@@ -18,11 +18,10 @@
 //! IPv4 fragments carry no ports (the 82599 hashes them with the 2-tuple, §7.1.2.8.2), and
 //! ICMP and UDP have no flow group: all of these are processed where they arrive.
 
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
-use std::sync::atomic::Ordering;
 
-use crate::control::{ControlSegment, FrameSlot};
-use crate::flowgroup::FlowGroupHasher;
+use crate::control::{ControlSegment, FRAME_SLOT_DATA, FrameSlot};
 use crate::shm::{EventFd, RingConsumer, RingProducer, ShmError};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -101,52 +100,6 @@ fn classify_ipv4(frame: &[u8]) -> Option<FrameKind> {
     })
 }
 
-/// Where a received frame goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Route {
-    /// Process here; `group` is its flow group if it has one.
-    Local {
-        /// Flow group of a TCP segment.
-        group: Option<u32>,
-        /// The segment is a SYN.
-        syn: bool,
-    },
-    /// Process here and copy to every other instance (ARP).
-    LocalAndReplicate,
-    /// Push to the owner's forwarding ring.
-    Forward {
-        /// Owning instance.
-        to: u16,
-        /// The frame's flow group.
-        group: u32,
-    },
-}
-
-/// Decides the route of a frame received from the NIC queue.
-pub(crate) fn route(
-    me: u16,
-    hasher: &FlowGroupHasher,
-    control: &ControlSegment,
-    kind: FrameKind,
-) -> Route {
-    match kind {
-        FrameKind::Tcp { src, dst, syn } => {
-            let group = hasher.group_of(src.0, dst.0, src.1, dst.1);
-            let owner = control.flow_group(group).map(|g| g.owner.load(Ordering::Relaxed));
-            match owner.and_then(|o| u16::try_from(o).ok()) {
-                // An owner outside the layout means a damaged table: better to serve the
-                // frame here than to drop it.
-                Some(o) if o != me && o < control.layout().instances() => {
-                    Route::Forward { to: o, group }
-                }
-                _ => Route::Local { group: Some(group), syn },
-            }
-        }
-        FrameKind::Arp => Route::LocalAndReplicate,
-        FrameKind::Other => Route::Local { group: None, syn: false },
-    }
-}
-
 /// The copy of an ARP frame sent to the other instances: a request for `our_ip` becomes a
 /// reply (so that only the instance that got the original answers it); anything else is
 /// copied unchanged.
@@ -168,21 +121,72 @@ pub(crate) struct ForwardStats {
     pub(crate) forwarded: u64,
     /// ARP copies pushed to peers.
     pub(crate) arp_copies: u64,
-    /// Frames dropped because a peer's ring was full or unusable.
+    /// Frames dropped because a peer's ring was unusable or its backlog full.
     pub(crate) dropped: u64,
     /// Frames taken from peers' rings.
     pub(crate) received: u64,
-    /// Slots from peers with an impossible length, and rings found corrupt.
+    /// Slots from peers with an impossible length or kind, and rings found corrupt.
     pub(crate) corrupt: u64,
+    /// Migration records sent (each one or more chunk slots).
+    pub(crate) records_sent: u64,
+    /// Items that waited in a backlog because a peer's ring was full.
+    pub(crate) backlogged: u64,
+}
+
+/// [`FrameSlot::reserved`] of a slot carrying an Ethernet frame (what every version of the
+/// forwarding ring has carried).
+pub(crate) const SLOT_FRAME: u32 = 0;
+/// [`FrameSlot::reserved`] of a slot carrying a chunk of a migration record (see
+/// [`migrate`](super::migrate) for the chunk header).
+pub(crate) const SLOT_RECORD: u32 = 1;
+/// Bytes of chunk header at the start of a record chunk's data.
+pub(crate) const CHUNK_HEADER: usize = 8;
+/// Flag of the first chunk of a record.
+pub(crate) const CHUNK_FIRST: u8 = 1;
+/// Flag of the last chunk of a record.
+pub(crate) const CHUNK_LAST: u8 = 2;
+/// Bytes a peer's backlog may hold before frames (never records) are dropped: records carry
+/// connection state, which must not be lost; frames can be retransmitted by TCP.
+const MAX_BACKLOG_BYTES: usize = 64 << 20;
+
+/// Something waiting for room in a peer's ring, in the order it must arrive.
+#[derive(Debug)]
+enum Outgoing {
+    Frame { bytes: Vec<u8>, group: u32 },
+    Record { group: u32, kind: u8, bytes: Vec<u8>, sent: usize },
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame { bytes, .. } | Outgoing::Record { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
+/// One peer: our producer towards it and what waits for room there.
+#[derive(Debug)]
+struct PeerOut {
+    peer: u16,
+    ring: Option<RingProducer<FrameSlot>>,
+    backlog: VecDeque<Outgoing>,
 }
 
 /// This instance's ends of the forwarding rings: a producer towards every peer and a
 /// consumer from every peer.
+///
+/// Everything sent to one peer arrives in the order it was sent: once something waits in a
+/// peer's backlog (its ring was full), later frames and records queue behind it. A live
+/// migration depends on this (connection state first, then the stragglers of its flow
+/// group, then the end marker).
 #[derive(Debug)]
 pub(crate) struct Forwarding {
     me: u16,
-    out: Vec<(u16, Option<RingProducer<FrameSlot>>)>,
+    out: Vec<PeerOut>,
     inbound: Vec<(u16, Option<RingConsumer<FrameSlot>>)>,
+    /// Next inbound ring to look at first (round robin between peers).
+    next_inbound: usize,
+    backlog_bytes: usize,
     doorbells: Vec<(u16, EventFd)>,
     /// Peers that got a frame since the last [`Forwarding::ring_doorbells`] (bit per
     /// instance).
@@ -196,13 +200,16 @@ impl Forwarding {
         let mut out = Vec::new();
         let mut inbound = Vec::new();
         for peer in (0..control.layout().instances()).filter(|&p| p != me) {
-            out.push((peer, Some(control.forwarding(me, peer)?.producer()?)));
+            let ring = Some(control.forwarding(me, peer)?.producer()?);
+            out.push(PeerOut { peer, ring, backlog: VecDeque::new() });
             inbound.push((peer, Some(control.forwarding(peer, me)?.consumer()?)));
         }
         Ok(Forwarding {
             me,
             out,
             inbound,
+            next_inbound: 0,
+            backlog_bytes: 0,
             doorbells: Vec::new(),
             pushed: 0,
             stats: ForwardStats::default(),
@@ -214,23 +221,50 @@ impl Forwarding {
         self.doorbells = doorbells.into_iter().filter(|(p, _)| *p != self.me).collect();
     }
 
-    fn push_to(&mut self, to: u16, frame: &[u8], group: u32) -> bool {
-        let Some((_, slot)) = self.out.iter_mut().find(|(p, _)| *p == to) else { return false };
-        let Some(producer) = slot else { return false };
-        let Some(fs) = FrameSlot::new(frame, group, 0) else { return false };
-        match producer.push(&fs) {
-            Ok(true) => {
-                self.pushed |= 1 << to;
-                true
-            }
-            Ok(false) => false,
+    /// Pushes one slot to a peer's ring: Ok(true) pushed, Ok(false) full, Err(()) the ring
+    /// is unusable (and is dropped).
+    fn push_slot(
+        ring: &mut Option<RingProducer<FrameSlot>>,
+        slot: &FrameSlot,
+        stats: &mut ForwardStats,
+    ) -> Result<bool, ()> {
+        let Some(producer) = ring else { return Err(()) };
+        match producer.push(slot) {
+            Ok(pushed) => Ok(pushed),
             Err(_) => {
                 // The peer rewound its head: the ring is unusable until restart.
-                *slot = None;
-                self.stats.corrupt += 1;
-                false
+                *ring = None;
+                stats.corrupt += 1;
+                Err(())
             }
         }
+    }
+
+    /// Sends a frame to a peer, behind anything already waiting for it; false (and
+    /// counted) if it was dropped.
+    fn push_to(&mut self, to: u16, frame: &[u8], group: u32) -> bool {
+        let Some(po) = self.out.iter_mut().find(|p| p.peer == to) else { return false };
+        if po.backlog.is_empty() {
+            let Some(fs) = FrameSlot::new(frame, group, 0) else { return false };
+            match Self::push_slot(&mut po.ring, &fs, &mut self.stats) {
+                Ok(true) => {
+                    self.pushed |= 1 << to;
+                    return true;
+                }
+                Ok(false) => {}
+                Err(()) => return false,
+            }
+        }
+        if frame.len() > FRAME_SLOT_DATA
+            || self.backlog_bytes + frame.len() > MAX_BACKLOG_BYTES
+            || po.ring.is_none()
+        {
+            return false;
+        }
+        self.backlog_bytes += frame.len();
+        self.stats.backlogged += 1;
+        po.backlog.push_back(Outgoing::Frame { bytes: frame.to_vec(), group });
+        true
     }
 
     /// Forwards a frame of `group` to its owner; false (and counted) if it was dropped.
@@ -244,9 +278,79 @@ impl Forwarding {
         ok
     }
 
+    /// Sends a migration record of `kind` to a peer, in order behind everything sent to it
+    /// before; false only if the peer's ring is unusable or unknown.
+    pub(crate) fn send_record(&mut self, to: u16, group: u32, kind: u8, bytes: Vec<u8>) -> bool {
+        let Some(po) = self.out.iter_mut().find(|p| p.peer == to) else { return false };
+        if po.ring.is_none() {
+            return false;
+        }
+        self.backlog_bytes += bytes.len();
+        self.stats.records_sent += 1;
+        po.backlog.push_back(Outgoing::Record { group, kind, bytes, sent: 0 });
+        self.flush();
+        true
+    }
+
+    /// Moves what waits in the backlogs into the rings, as far as they have room.
+    pub(crate) fn flush(&mut self) {
+        for po in &mut self.out {
+            while let Some(item) = po.backlog.front_mut() {
+                let done = match item {
+                    Outgoing::Frame { bytes, group } => {
+                        let Some(fs) = FrameSlot::new(bytes, *group, 0) else {
+                            // Checked when queued; cannot happen.
+                            po.backlog.pop_front();
+                            continue;
+                        };
+                        match Self::push_slot(&mut po.ring, &fs, &mut self.stats) {
+                            Ok(true) => true,
+                            Ok(false) => break,
+                            Err(()) => true,
+                        }
+                    }
+                    Outgoing::Record { group, kind, bytes, sent } => loop {
+                        let Some(slot) = record_chunk(*group, *kind, bytes, *sent) else {
+                            break true;
+                        };
+                        match Self::push_slot(&mut po.ring, &slot.0, &mut self.stats) {
+                            Ok(true) => {
+                                *sent += slot.1;
+                                if *sent >= bytes.len() {
+                                    break true;
+                                }
+                            }
+                            Ok(false) => break false,
+                            Err(()) => break true,
+                        }
+                    },
+                };
+                if !done {
+                    break;
+                }
+                self.pushed |= 1 << po.peer;
+                if let Some(item) = po.backlog.pop_front() {
+                    self.backlog_bytes = self.backlog_bytes.saturating_sub(item.len());
+                }
+                if po.ring.is_none() {
+                    // Unusable ring: nothing queued for this peer can be delivered.
+                    for item in po.backlog.drain(..) {
+                        self.backlog_bytes = self.backlog_bytes.saturating_sub(item.len());
+                        self.stats.dropped += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// True if something waits in a backlog (the loop must not sleep long).
+    pub(crate) fn has_backlog(&self) -> bool {
+        self.out.iter().any(|p| !p.backlog.is_empty())
+    }
+
     /// Copies an ARP frame to every peer; returns how many copies went out.
     pub(crate) fn replicate(&mut self, frame: &[u8]) -> u32 {
-        let peers: Vec<u16> = self.out.iter().map(|(p, _)| *p).collect();
+        let peers: Vec<u16> = self.out.iter().map(|p| p.peer).collect();
         let mut sent = 0;
         for peer in peers {
             if self.push_to(peer, frame, 0) {
@@ -259,22 +363,29 @@ impl Forwarding {
         sent
     }
 
-    /// Takes up to `budget` frames from the peers' rings, calling `on_frame` for each.
-    pub(crate) fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&[u8], u32)) -> usize {
-        let mut taken = 0;
-        for (_, ring) in &mut self.inbound {
-            while taken < budget {
-                let Some(consumer) = ring else { break };
+    /// The next slot from a peer's ring (peers taken round robin), with the peer's index.
+    /// Slots with an impossible length or kind are counted and skipped.
+    pub(crate) fn pop_inbound(&mut self) -> Option<(u16, FrameSlot)> {
+        let n = self.inbound.len();
+        for k in 0..n {
+            let i = (self.next_inbound + k) % n;
+            let Some((peer, ring)) = self.inbound.get_mut(i) else { continue };
+            while let Some(consumer) = ring {
                 match consumer.pop() {
                     Ok(Some(slot)) => {
-                        taken += 1;
-                        match slot.frame() {
-                            Some(frame) => {
-                                self.stats.received += 1;
-                                on_frame(frame, slot.group);
-                            }
-                            None => self.stats.corrupt += 1,
+                        let valid = slot.frame().is_some()
+                            && matches!(slot.reserved, SLOT_FRAME | SLOT_RECORD);
+                        if !valid {
+                            self.stats.corrupt += 1;
+                            continue;
                         }
+                        if slot.reserved == SLOT_FRAME {
+                            self.stats.received += 1;
+                        }
+                        // Stay on this peer: records and the frames behind them are
+                        // processed in the order they were sent.
+                        self.next_inbound = i;
+                        return Some((*peer, slot));
                     }
                     Ok(None) => break,
                     Err(_) => {
@@ -284,7 +395,8 @@ impl Forwarding {
                 }
             }
         }
-        taken
+        self.next_inbound = (self.next_inbound + 1) % n.max(1);
+        None
     }
 
     /// True if a peer's ring holds a frame for us.
@@ -306,6 +418,34 @@ impl Forwarding {
         }
         self.pushed = 0;
     }
+}
+
+/// The chunk of record `bytes` starting at `sent`, and how many record bytes it carries;
+/// `None` once everything is sent (an empty record still gets one chunk).
+fn record_chunk(group: u32, kind: u8, bytes: &[u8], sent: usize) -> Option<(FrameSlot, usize)> {
+    if sent >= bytes.len() && !(sent == 0 && bytes.is_empty()) {
+        return None;
+    }
+    let room = FRAME_SLOT_DATA - CHUNK_HEADER;
+    let part = bytes.get(sent..(sent + room).min(bytes.len()))?;
+    let mut flags = 0;
+    if sent == 0 {
+        flags |= CHUNK_FIRST;
+    }
+    if sent + part.len() >= bytes.len() {
+        flags |= CHUNK_LAST;
+    }
+    let total = u32::try_from(bytes.len()).ok()?;
+    let mut data = [0u8; FRAME_SLOT_DATA];
+    data[0] = kind;
+    data[1] = flags;
+    data[4..8].copy_from_slice(&total.to_le_bytes());
+    data.get_mut(CHUNK_HEADER..CHUNK_HEADER + part.len())?.copy_from_slice(part);
+    let mut slot = FrameSlot::new(data.get(..CHUNK_HEADER + part.len())?, group, 0)?;
+    slot.reserved = SLOT_RECORD;
+    // An empty record is one chunk that carries nothing; report one byte "sent" so the
+    // caller's loop ends.
+    Some((slot, part.len().max(usize::from(bytes.is_empty()))))
 }
 
 #[cfg(test)]

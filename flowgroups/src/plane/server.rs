@@ -27,6 +27,9 @@ use crate::steering::Steering;
 use super::PlaneError;
 use super::admin::{self, AdminRequest};
 use super::balance_loop::{BALANCE_INTERVAL, BalanceLoop};
+
+/// How often the plane looks at the instances' replies while a flow group moves.
+const MOVE_POLL: Duration = Duration::from_millis(1);
 use super::config::{NicSpec, UpConfig, check_environment, format_mac};
 use super::health::{self, PROBE_INTERVAL};
 use super::nic::{Nic, RSS_KEY};
@@ -295,7 +298,11 @@ impl Plane {
     fn event_loop(&mut self) -> Result<(), PlaneError> {
         while self.stop.is_none() {
             let now = Instant::now();
-            let timeout = self.next_tick.saturating_duration_since(now);
+            let mut timeout = self.next_tick.saturating_duration_since(now);
+            if self.balance.busy() {
+                // A move waits on instance replies, which arrive on rings, not descriptors.
+                timeout = timeout.min(MOVE_POLL);
+            }
             let (ready, sources) = {
                 let mut fds: Vec<BorrowedFd<'_>> =
                     vec![self.signals.as_fd(), self.listener.as_fd()];
@@ -350,6 +357,8 @@ impl Plane {
             if now >= self.next_tick {
                 self.next_tick = now + BALANCE_INTERVAL;
                 self.tick(now);
+            } else if self.balance.busy() {
+                self.pump_instance_messages(now);
             }
         }
         Ok(())
@@ -554,6 +563,9 @@ impl Plane {
             balance_moves: self.balance.balance_moves,
             failover_moves: self.balance.failover_moves,
             failed_moves: self.balance.failed_moves,
+            completed_moves: self.balance.completed_moves,
+            migrated_connections: self.balance.migrated_connections,
+            aborted_moves: self.balance.aborted_moves,
             wire_drops: self.nic.wire_drops(),
         };
         StatSnapshot::take(&self.control, plane, &facts, groups, monotonic_ns())
@@ -572,22 +584,37 @@ impl Plane {
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    /// Reads what the instances sent the plane and advances the flow-group moves.
+    fn pump_instance_messages(&mut self, now: Instant) {
+        let alive: Vec<bool> = self.instances.iter().map(|i| !i.dead).collect();
+        let mut messages = Vec::new();
         for inst in &mut self.instances {
             while let Some(slot) = inst.receive() {
-                if ControlMessage::decode(&slot, self.control.layout()).is_err() {
-                    self.bad_control_messages += 1;
+                match ControlMessage::decode(&slot, self.control.layout()) {
+                    Ok(msg) => messages.push((inst.index, msg)),
+                    Err(_) => self.bad_control_messages += 1,
                 }
             }
         }
+        for (from, msg) in messages {
+            self.balance.on_message(
+                from,
+                msg,
+                &self.control,
+                self.steering.as_mut(),
+                &mut self.instances,
+                &alive,
+                now,
+            );
+        }
+        self.balance.check_moves(&self.control, &alive, now);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.pump_instance_messages(now);
         self.health();
         let alive: Vec<bool> = self.instances.iter().map(|i| !i.dead).collect();
-        let moves = self.balance.round(&self.control, &alive, self.steering.as_mut());
-        for m in moves {
-            for inst in self.instances.iter_mut().filter(|i| !i.dead) {
-                inst.send(ControlMessage::SetOwner { group: m.group, owner: m.to });
-            }
-        }
+        self.balance.round(&self.control, &alive, self.steering.as_mut(), &mut self.instances, now);
         if now >= self.next_probe {
             self.next_probe = now + PROBE_INTERVAL;
             self.probe_seq += 1;

@@ -107,6 +107,12 @@ pub struct PlaneStat {
     pub failover_moves: u64,
     /// Moves the steering refused.
     pub failed_moves: u64,
+    /// Moves confirmed by their new owner.
+    pub completed_moves: u64,
+    /// Connections that migrated with their groups.
+    pub migrated_connections: u64,
+    /// Moves abandoned or closed without confirmation.
+    pub aborted_moves: u64,
     /// Frames dropped between the wire and the queues.
     pub wire_drops: u64,
 }
@@ -263,7 +269,8 @@ impl StatSnapshot {
         let _ = writeln!(
             s,
             "apps {} ({} since start); {} flow groups, steering {}, policy {}: {} rounds, {} \
-             balance moves, {} failover moves, {} failed; wire drops {}",
+             balance moves ({} completed, {} connections migrated, {} aborted), {} failover \
+             moves, {} failed; wire drops {}",
             p.apps,
             p.apps_total,
             self.groups_total,
@@ -271,6 +278,9 @@ impl StatSnapshot {
             p.policy,
             p.balancer_rounds,
             p.balance_moves,
+            p.completed_moves,
+            p.migrated_connections,
+            p.aborted_moves,
             p.failover_moves,
             p.failed_moves,
             p.wire_drops
@@ -352,7 +362,8 @@ impl StatSnapshot {
             "\"name\":{},\"pid\":{},\"nic\":{},\"ip\":{},\"mac\":{},\"policy\":{},\"steering\":{},\
              \"apps\":{},\"apps_total\":{},\"uptime_s\":{:.3},\"groups_total\":{},\
              \"balancer\":{{\"rounds\":{},\"balance_moves\":{},\"failover_moves\":{},\
-             \"failed_moves\":{}}},\"wire_drops\":{},",
+             \"failed_moves\":{},\"completed_moves\":{},\"migrated_connections\":{},\
+             \"aborted_moves\":{}}},\"wire_drops\":{},",
             json_str(&p.name),
             p.pid,
             json_str(&p.nic),
@@ -368,6 +379,9 @@ impl StatSnapshot {
             p.balance_moves,
             p.failover_moves,
             p.failed_moves,
+            p.completed_moves,
+            p.migrated_connections,
+            p.aborted_moves,
             p.wire_drops
         );
         s.push_str("\"instances\":[");

@@ -56,10 +56,12 @@ pub struct ArpCache {
     capacity: usize,
     entry_lifetime: Duration,
     request_interval: Duration,
-    entries: BTreeMap<Ipv4Addr, Entry>,
+    // Addresses are keyed as `u32` (`Ipv4Addr::to_bits`, which orders them as `Ipv4Addr`
+    // does): one integer compare per B-tree step instead of a byte-slice compare.
+    entries: BTreeMap<u32, Entry>,
     /// `(filled_at, ip)` for every entry: oldest first, for eviction and the next expiry.
-    by_age: BTreeSet<(Instant, Ipv4Addr)>,
-    unresolved: BTreeMap<Ipv4Addr, Resolution>,
+    by_age: BTreeSet<(Instant, u32)>,
+    unresolved: BTreeMap<u32, Resolution>,
     /// Sum of the lengths of every queued packet.
     pending_bytes: usize,
     /// Packets dropped by evicting an unresolved address, reported by the next `expire`.
@@ -67,6 +69,9 @@ pub struct ArpCache {
     /// The latest `now` any call has shown us; stamps resolutions begun by `queue_pending`,
     /// which is not given the time.
     latest_now: Instant,
+    /// What [`poll_timeout`](ArpCache::poll_timeout) returns, recomputed after every
+    /// change: the stack asks for it on every call of its own `poll_timeout`.
+    next_deadline: Option<Instant>,
 }
 
 impl ArpCache {
@@ -84,12 +89,13 @@ impl ArpCache {
             pending_bytes: 0,
             evicted_packets: 0,
             latest_now: Instant::ZERO,
+            next_deadline: None,
         }
     }
 
     /// The Ethernet address of `ip`, unless unknown or expired.
     pub fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<EthernetAddress> {
-        let entry = self.entries.get(&ip)?;
+        let entry = self.entries.get(&ip.to_bits())?;
         (now < entry.filled_at + self.entry_lifetime).then_some(entry.mac)
     }
 
@@ -102,14 +108,16 @@ impl ArpCache {
         if !mac.is_unicast() {
             return;
         }
-        if let Some(old) = self.entries.insert(ip, Entry { mac, filled_at: now }) {
-            self.by_age.remove(&(old.filled_at, ip));
+        let key = ip.to_bits();
+        if let Some(old) = self.entries.insert(key, Entry { mac, filled_at: now }) {
+            self.by_age.remove(&(old.filled_at, key));
         }
-        self.by_age.insert((now, ip));
+        self.by_age.insert((now, key));
         while self.entries.len() > self.capacity {
             let Some((_, oldest)) = self.by_age.pop_first() else { break };
             self.entries.remove(&oldest);
         }
+        self.refresh_deadline();
     }
 
     /// Whether to send an ARP request for `ip` now. True at most once per request
@@ -122,6 +130,7 @@ impl ArpCache {
         if due {
             resolution.last_request = Some(now);
         }
+        self.refresh_deadline();
         due
     }
 
@@ -142,8 +151,9 @@ impl ArpCache {
         };
         if pending_bytes - displaced + ip_packet.len() > MAX_PENDING_BYTES {
             if resolution.packets.is_empty() && resolution.last_request.is_none() {
-                self.unresolved.remove(&ip);
+                self.unresolved.remove(&ip.to_bits());
             }
+            self.refresh_deadline();
             return false;
         }
         if full {
@@ -152,15 +162,17 @@ impl ArpCache {
         let added = ip_packet.len();
         resolution.packets.push_back(ip_packet);
         self.pending_bytes = pending_bytes - displaced + added;
+        self.refresh_deadline();
         !full
     }
 
     /// The packets queued for `ip`, oldest first, and forgets the resolution attempt.
     /// Call it after [`fill`](ArpCache::fill) for `ip`.
     pub fn take_pending(&mut self, ip: Ipv4Addr) -> Vec<Vec<u8>> {
-        let Some(resolution) = self.unresolved.remove(&ip) else { return Vec::new() };
+        let Some(resolution) = self.unresolved.remove(&ip.to_bits()) else { return Vec::new() };
         let packets: Vec<Vec<u8>> = resolution.packets.into();
         self.pending_bytes -= packets.iter().map(Vec::len).sum::<usize>();
+        self.refresh_deadline();
         packets
     }
 
@@ -188,16 +200,21 @@ impl ArpCache {
             false
         });
         self.pending_bytes -= freed;
+        self.refresh_deadline();
         dropped
     }
 
     /// When [`expire`](ArpCache::expire) next has work: the earliest entry expiry or
     /// give-up time. `None` when the cache holds nothing that expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline
+    }
+
+    fn refresh_deadline(&mut self) {
         let entry = self.by_age.first().map(|&(filled_at, _)| filled_at + self.entry_lifetime);
         let give_up = self.unresolved.values().map(|r| give_up_at(r, self.request_interval)).min();
         let eviction = (self.evicted_packets > 0).then_some(self.latest_now);
-        [entry, give_up, eviction].into_iter().flatten().min()
+        self.next_deadline = [entry, give_up, eviction].into_iter().flatten().min();
     }
 
     /// Entries held, counting expired ones that [`expire`](ArpCache::expire) has not yet
@@ -220,6 +237,7 @@ impl ArpCache {
     /// (most likely to be answered) win, and a request is never sent twice in an interval
     /// for any address still in the table.
     fn resolution_mut(&mut self, ip: Ipv4Addr, now: Instant) -> &mut Resolution {
+        let ip = ip.to_bits();
         if !self.unresolved.contains_key(&ip) && self.unresolved.len() >= self.capacity {
             let oldest = self.unresolved.iter().min_by_key(|(_, r)| r.started).map(|(&ip, _)| ip);
             if let Some(victim) = oldest.and_then(|ip| self.unresolved.remove(&ip)) {

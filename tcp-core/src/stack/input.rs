@@ -187,7 +187,7 @@ impl Stack {
             local: SocketAddrV4::new(header.src_addr, sport),
             remote: SocketAddrV4::new(header.dst_addr, dport),
         };
-        let Some(&index) = self.by_tuple.get(&tuple) else {
+        let Some(index) = self.by_tuple.get(&tuple) else {
             self.counters.icmp_ignored += 1;
             return;
         };
@@ -244,7 +244,7 @@ impl Stack {
             local: SocketAddrV4::new(ip.dst_addr, seg.dst_port),
             remote: SocketAddrV4::new(src, seg.src_port),
         };
-        if let Some(&index) = self.by_tuple.get(&tuple) {
+        if let Some(index) = self.by_tuple.get(&tuple) {
             let Some(s) = self.sockets.by_index_mut(index) else { return };
             let outcome = s.conn.handle_segment(now, &seg);
             match outcome {
@@ -322,7 +322,7 @@ impl Stack {
         let params = ConnectionParams {
             tuple,
             iss: self.isn.isn(tuple.local, tuple.remote, now),
-            ts_offset: self.isn.ts_offset(*tuple.local.ip(), *tuple.remote.ip()),
+            ts_offset: self.ts_offset(*tuple.local.ip(), *tuple.remote.ip()),
         };
         let conn = Connection::accept_syn(&self.config.tcp, params, seg, now);
         if let Some(l) = self.listeners.by_index_mut(lindex) {
@@ -350,7 +350,7 @@ impl Stack {
             self.cookies.generate(now, tuple.local, tuple.remote, syn.seq, &opts, client_tsval);
         // The cookie's TSval is on the bare millisecond clock; on the wire it carries the
         // same per-pair offset as every other segment to this peer.
-        let offset = self.isn.ts_offset(*tuple.local.ip(), *tuple.remote.ip());
+        let offset = self.ts_offset(*tuple.local.ip(), *tuple.remote.ip());
         let tsval = tsval.map(|v| v.wrapping_add(offset));
         let syn_ack = crate::tcp::cookie_syn_ack(&self.config.tcp, syn, iss, tsval);
         self.counters.tcp_syn_cookies_sent += 1;
@@ -372,7 +372,7 @@ impl Stack {
         if !recent {
             return false;
         }
-        let offset = self.isn.ts_offset(*tuple.local.ip(), *tuple.remote.ip());
+        let offset = self.ts_offset(*tuple.local.ip(), *tuple.remote.ip());
         let tsecr = seg.options.timestamp.map(|(_, ecr)| ecr.wrapping_sub(offset));
         let client_isn = seg.seq - 1;
         let cookie = seg.ack - 1;
@@ -398,7 +398,7 @@ impl Stack {
         let params = ConnectionParams {
             tuple,
             iss: cookie,
-            ts_offset: self.isn.ts_offset(*tuple.local.ip(), *tuple.remote.ip()),
+            ts_offset: self.ts_offset(*tuple.local.ip(), *tuple.remote.ip()),
         };
         let conn =
             Connection::from_syn_cookie(&self.config.tcp, params, client_isn, negotiated, seg, now);

@@ -11,7 +11,7 @@
 use core::fmt;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-use super::siphash::SipHasher24;
+use super::siphash::siphash24;
 use crate::tcp::seq::SeqNumber;
 use crate::time::Instant;
 
@@ -41,13 +41,13 @@ impl IsnGenerator {
     pub fn isn(&self, local: SocketAddrV4, remote: SocketAddrV4, now: Instant) -> SeqNumber {
         // M wraps every 2^32 ticks (about 4.8 hours), as the RFC's 32-bit clock does.
         let clock = (now.as_nanos() / ISN_TICK_NANOS) as u32;
-        let mut hasher = SipHasher24::new(&self.secret);
-        hasher.write(&[TAG_ISN]);
-        hasher.write(&local.ip().octets());
-        hasher.write_u16(local.port());
-        hasher.write(&remote.ip().octets());
-        hasher.write_u16(remote.port());
-        SeqNumber((hasher.finish() as u32).wrapping_add(clock))
+        let mut message = [0u8; 13];
+        message[0] = TAG_ISN;
+        message[1..5].copy_from_slice(&local.ip().octets());
+        message[5..7].copy_from_slice(&local.port().to_be_bytes());
+        message[7..11].copy_from_slice(&remote.ip().octets());
+        message[11..13].copy_from_slice(&remote.port().to_be_bytes());
+        SeqNumber((siphash24(&self.secret, &message) as u32).wrapping_add(clock))
     }
 
     /// The offset added to the timestamp clock for segments between `local` and `remote`.
@@ -58,7 +58,41 @@ impl IsnGenerator {
         message[0] = TAG_TS_OFFSET;
         message[1..5].copy_from_slice(&local.octets());
         message[5..9].copy_from_slice(&remote.octets());
-        super::siphash::siphash24(&self.secret, &message) as u32
+        siphash24(&self.secret, &message) as u32
+    }
+}
+
+/// Slots of [`TsOffsetCache`].
+const TS_OFFSET_SLOTS: usize = 64;
+
+/// Recently computed timestamp offsets, so that a host pair costs one SipHash per
+/// connection (its ISN) rather than two: the offset depends on the addresses only.
+/// Direct-mapped by address bits; a miss just computes the offset again.
+#[derive(Clone, Debug)]
+pub(crate) struct TsOffsetCache {
+    /// `(local, remote, offset)`; a slot is valid when its addresses match.
+    slots: [Option<(Ipv4Addr, Ipv4Addr, u32)>; TS_OFFSET_SLOTS],
+}
+
+impl Default for TsOffsetCache {
+    fn default() -> Self {
+        TsOffsetCache { slots: [None; TS_OFFSET_SLOTS] }
+    }
+}
+
+impl TsOffsetCache {
+    /// [`IsnGenerator::ts_offset`] for `local` and `remote`, from the cache when possible.
+    pub(crate) fn get(&mut self, isn: &IsnGenerator, local: Ipv4Addr, remote: Ipv4Addr) -> u32 {
+        let slot = (local.to_bits() ^ remote.to_bits()) as usize % TS_OFFSET_SLOTS;
+        match self.slots.get_mut(slot) {
+            Some(Some((l, r, offset))) if *l == local && *r == remote => *offset,
+            Some(entry) => {
+                let offset = isn.ts_offset(local, remote);
+                *entry = Some((local, remote, offset));
+                offset
+            }
+            None => isn.ts_offset(local, remote),
+        }
     }
 }
 
@@ -135,6 +169,38 @@ mod tests {
         let mut other = SECRET;
         other[15] ^= 1;
         assert_ne!(IsnGenerator::new(other).ts_offset(a, b), g.ts_offset(a, b));
+    }
+
+    #[test]
+    fn isn_is_siphash_of_the_tuple_in_network_order() {
+        // The message layout is part of the ISN's definition (successive versions of the
+        // stack must agree on it for connections to migrate between them).
+        let g = IsnGenerator::new(SECRET);
+        let (l, r) = (addr([10, 0, 0, 1], 0x1234), addr([10, 0, 0, 2], 0xabcd));
+        let mut hasher = crate::stack::siphash::SipHasher24::new(&SECRET);
+        hasher.write(&[TAG_ISN, 10, 0, 0, 1]);
+        hasher.write_u16(0x1234);
+        hasher.write(&[10, 0, 0, 2]);
+        hasher.write_u16(0xabcd);
+        assert_eq!(g.isn(l, r, Instant::ZERO), SeqNumber(hasher.finish() as u32));
+    }
+
+    #[test]
+    fn cached_ts_offsets_equal_computed_ones() {
+        let g = IsnGenerator::new(SECRET);
+        let mut cache = TsOffsetCache::default();
+        let local = Ipv4Addr::new(10, 0, 0, 1);
+        // More remote hosts than slots, twice over, so slots are shared and replaced.
+        for round in 0..2 {
+            for host in 0..200u32 {
+                let remote = Ipv4Addr::from_bits(0x0a00_0000 | host << 3);
+                assert_eq!(
+                    cache.get(&g, local, remote),
+                    g.ts_offset(local, remote),
+                    "round {round}, host {host}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,10 +12,12 @@
 mod config;
 mod error;
 mod event;
+mod flow_table;
 mod handle;
 mod input;
 mod output;
 mod socket;
+mod timer_queue;
 
 pub mod arp_cache;
 pub mod counters;
@@ -24,7 +26,7 @@ pub mod reassembly;
 pub(crate) mod siphash;
 pub mod syn_cookie;
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -35,16 +37,18 @@ pub use event::Event;
 pub use handle::{ListenerHandle, SocketHandle};
 
 use self::arp_cache::ArpCache;
+use self::flow_table::FlowTable;
 use self::handle::Slab;
-use self::isn::IsnGenerator;
+use self::isn::{IsnGenerator, TsOffsetCache};
 use self::reassembly::Reassembler;
 use self::socket::{Listener, Socket};
 use self::syn_cookie::SynCookies;
+use self::timer_queue::TimerQueue;
 use crate::tcp::{
     Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats, FourTuple,
     Keepalive, State,
 };
-use crate::time::Instant;
+use crate::time::{Instant, earliest};
 
 /// One TCP/IPv4 stack instance bound to one interface (one NIC queue pair in netpop).
 ///
@@ -80,10 +84,12 @@ pub struct Stack {
     config: StackConfig,
     sockets: Slab<Socket>,
     listeners: Slab<Listener>,
-    by_tuple: BTreeMap<FourTuple, u32>,
+    by_tuple: FlowTable,
     by_port: BTreeMap<u16, u32>,
-    /// `(deadline, socket index)` for every socket with a pending timer.
-    timers: BTreeSet<(Instant, u32)>,
+    /// The deadlines of sockets with a pending timer.
+    timers: TimerQueue,
+    /// Sockets whose timers fired, kept between `handle_timeout` calls for its storage.
+    due: Vec<u32>,
     /// Sockets that may have something to transmit, served round-robin.
     tx_queue: VecDeque<u32>,
     /// Complete frames the stack originated itself (ARP, ICMP, resets, cookie SYN-ACKs).
@@ -92,6 +98,7 @@ pub struct Stack {
     arp: ArpCache,
     reassembler: Reassembler,
     isn: IsnGenerator,
+    ts_offsets: TsOffsetCache,
     cookies: SynCookies,
     /// When a SYN queue last overflowed; cookie ACKs are only checked shortly after.
     last_syn_overflow: Option<Instant>,
@@ -125,14 +132,16 @@ impl Stack {
                 config.reassembly_timeout,
             ),
             isn: IsnGenerator::new(secret),
+            ts_offsets: TsOffsetCache::default(),
             cookies: SynCookies::new(secret),
             icmp_tokens: config.icmp_error_rate,
             config: StackConfig { ephemeral_ports, ..config },
             sockets: Slab::new(),
             listeners: Slab::new(),
-            by_tuple: BTreeMap::new(),
+            by_tuple: FlowTable::new(&secret),
             by_port: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: TimerQueue::default(),
+            due: Vec::new(),
             tx_queue: VecDeque::new(),
             control_tx: VecDeque::new(),
             events: VecDeque::new(),
@@ -179,36 +188,31 @@ impl Stack {
     /// The next instant at which [`handle_timeout`](Stack::handle_timeout) must be called,
     /// if any timer is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.timers.first().map(|&(t, _)| t),
-            self.arp.poll_timeout(),
-            self.reassembler.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let ip = earliest(self.arp.poll_timeout(), self.reassembler.poll_timeout());
+        earliest(self.timers.next(), ip)
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
-        let mut due = Vec::new();
-        while let Some(&(t, index)) = self.timers.first() {
-            if t > now {
-                break;
-            }
-            self.timers.pop_first();
-            if let Some(s) = self.sockets.by_index_mut(index) {
+        let mut due = core::mem::take(&mut self.due);
+        while let Some((t, index)) = self.timers.pop_due(now) {
+            // Entries left behind by a deadline that moved are skipped (see `timer_queue`).
+            if let Some(s) = self.sockets.by_index_mut(index).filter(|s| s.deadline == Some(t)) {
                 s.deadline = None;
+                self.timers.fired();
+                due.push(index);
             }
-            due.push(index);
         }
-        for index in due {
+        for &index in &due {
             if let Some(s) = self.sockets.by_index_mut(index) {
                 s.conn.handle_timeout(now);
                 self.after_activity(index);
             }
         }
+        due.clear();
+        self.due = due;
+        self.prune_timers();
         self.counters.arp_pending_dropped += self.arp.expire(now) as u64;
         self.counters.ipv4_fragment_timeouts += self.reassembler.expire(now) as u64;
     }
@@ -348,7 +352,7 @@ impl Stack {
         let params = ConnectionParams {
             tuple,
             iss: self.isn.isn(local, remote, now),
-            ts_offset: self.isn.ts_offset(*local.ip(), rip),
+            ts_offset: self.ts_offset(*local.ip(), rip),
         };
         let conn = Connection::connect(&self.config.tcp, params, now);
         Ok(self.insert_socket(conn, None, next_hop))
@@ -358,7 +362,7 @@ impl Stack {
     /// port would succeed).
     pub fn tuple_free(&self, local_port: u16, remote: SocketAddrV4) -> bool {
         let local = SocketAddrV4::new(self.config.ipv4_addr, local_port);
-        !self.by_tuple.contains_key(&FourTuple { local, remote })
+        !self.by_tuple.contains(&FourTuple { local, remote })
     }
 
     /// Queues data for sending; returns how many bytes were taken (0 when the send buffer
@@ -493,7 +497,7 @@ impl Stack {
         if *tuple.local.ip() != self.config.ipv4_addr {
             return Err(ImportError::WrongAddress);
         }
-        if self.by_tuple.contains_key(&tuple) {
+        if self.by_tuple.contains(&tuple) {
             return Err(ImportError::Duplicate);
         }
         if self.sockets.len() >= self.config.max_sockets {
@@ -526,6 +530,12 @@ impl Stack {
             .get_mut(handle.index, handle.generation)
             .filter(|s| !s.app_closed && s.parent.is_none())
             .ok_or(SocketError::InvalidHandle)
+    }
+
+    /// The RFC 7323 timestamp offset for a host pair (cached: it depends on the addresses
+    /// only).
+    fn ts_offset(&mut self, local: Ipv4Addr, remote: Ipv4Addr) -> u32 {
+        self.ts_offsets.get(&self.isn, local, remote)
     }
 
     /// The Ethernet-level next hop for `dst`, or `None` when it is unreachable.
@@ -562,7 +572,7 @@ impl Stack {
             tx_queued: false,
             next_hop,
         });
-        self.by_tuple.insert(tuple, index);
+        self.by_tuple.insert(&tuple, index);
         self.after_activity(index);
         SocketHandle { index, generation }
     }
@@ -572,11 +582,10 @@ impl Stack {
         let Some(generation) = self.sockets.generation(index) else { return };
         let Some(s) = self.sockets.remove(index) else { return };
         let tuple = s.conn.tuple();
-        if self.by_tuple.get(&tuple) == Some(&index) {
-            self.by_tuple.remove(&tuple);
-        }
-        if let Some(t) = s.deadline {
-            self.timers.remove(&(t, index));
+        self.by_tuple.remove_if(&tuple, index);
+        if s.deadline.is_some() {
+            self.timers.reschedule(index, s.deadline, None);
+            self.prune_timers();
         }
         if let Some(parent) = s.parent {
             if let Some(l) = self.listeners.by_index_mut(parent) {
@@ -630,13 +639,9 @@ impl Stack {
             }
         }
         let deadline = s.conn.poll_timeout();
-        if deadline != s.deadline {
-            if let Some(old) = s.deadline {
-                self.timers.remove(&(old, index));
-            }
-            if let Some(new) = deadline {
-                self.timers.insert((new, index));
-            }
+        let rescheduled = deadline != s.deadline;
+        if rescheduled {
+            self.timers.reschedule(index, s.deadline, deadline);
             s.deadline = deadline;
         }
         if queue_for_tx && !s.tx_queued {
@@ -646,6 +651,9 @@ impl Stack {
         let finished = s.conn.is_closed();
         let parent = s.parent;
         let app_closed = s.app_closed;
+        if rescheduled {
+            self.prune_timers();
+        }
 
         if became_established {
             if let Some(p) = parent {
@@ -663,6 +671,15 @@ impl Stack {
             }
             self.free_socket(index);
         }
+    }
+
+    /// Keeps the timer queue's earliest entry live after a deadline changed.
+    fn prune_timers(&mut self) {
+        let sockets = &self.sockets;
+        self.timers.prune(
+            |t, index| sockets.by_index(index).is_some_and(|s| s.deadline == Some(t)),
+            || sockets.iter().filter_map(|(index, s)| s.deadline.map(|t| (t, index))),
+        );
     }
 
     fn promote_to_accept_queue(&mut self, parent: u32, handle: SocketHandle) {

@@ -66,8 +66,14 @@ impl SipHasher24 {
     }
 
     /// The 64-bit tag of everything written so far.
-    pub(crate) fn finish(mut self) -> u64 {
+    pub(crate) fn finish(self) -> u64 {
         let last = ((self.total_len & 0xff) << 56) | self.pending;
+        self.finalize(last)
+    }
+
+    /// Compresses the last word (the leftover bytes and the length byte, §2) and runs the
+    /// finalisation rounds.
+    fn finalize(mut self, last: u64) -> u64 {
         self.compress(last);
         self.state[2] ^= 0xff;
         for _ in 0..4 {
@@ -111,11 +117,23 @@ impl SipHasher24 {
     }
 }
 
-/// SipHash-2-4 of `data` under `key`, in one call.
+/// SipHash-2-4 of `data` under `key`, in one call: whole words straight from the slice and
+/// the tail in one piece, without the incremental hasher's byte-at-a-time buffering.
 pub(crate) fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
     let mut hasher = SipHasher24::new(key);
-    hasher.write(data);
-    hasher.finish()
+    let mut words = data.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        hasher.compress(u64::from_le_bytes(bytes));
+    }
+    let rest = words.remainder();
+    let mut last = [0u8; 8];
+    if let Some(head) = last.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
+    }
+    last[7] = data.len() as u8;
+    hasher.finalize(u64::from_le_bytes(last))
 }
 
 #[cfg(test)]

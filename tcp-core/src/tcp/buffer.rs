@@ -13,17 +13,20 @@ const RETAIN_WHEN_EMPTY: usize = 16 * 1024;
 pub(crate) struct ByteQueue {
     bytes: VecDeque<u8>,
     capacity: usize,
+    /// Where [`contiguous`](ByteQueue::contiguous) copies a range that straddles the ring's
+    /// wrap point; allocated on the first such range.
+    straddle: Vec<u8>,
 }
 
 impl ByteQueue {
     pub(crate) fn new(capacity: usize) -> ByteQueue {
-        ByteQueue { bytes: VecDeque::new(), capacity }
+        ByteQueue { bytes: VecDeque::new(), capacity, straddle: Vec::new() }
     }
 
     /// Rebuilds a queue from exported contents; the capacity grows to hold them if needed.
     pub(crate) fn from_vec(capacity: usize, contents: Vec<u8>) -> ByteQueue {
         let capacity = capacity.max(contents.len());
-        ByteQueue { bytes: VecDeque::from(contents), capacity }
+        ByteQueue { bytes: VecDeque::from(contents), capacity, straddle: Vec::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -76,6 +79,7 @@ impl ByteQueue {
         // allocator churn on request/response traffic.
         if self.bytes.is_empty() && self.bytes.capacity() > RETAIN_WHEN_EMPTY {
             self.bytes = VecDeque::new();
+            self.straddle = Vec::new();
         }
     }
 
@@ -85,22 +89,25 @@ impl ByteQueue {
         self.bytes.capacity()
     }
 
-    /// A contiguous view of `len` bytes at `offset` (clamped to what is queued). The queue
-    /// is rotated when the range straddles the ring's wrap point; this happens at most once
-    /// per trip around the ring, so the cost is amortised O(1) per byte.
+    /// A contiguous view of `len` bytes at `offset` (clamped to what is queued). A range
+    /// that straddles the ring's wrap point is copied into a side buffer (at most one
+    /// segment, once per trip around the ring) rather than rotating the whole ring, which
+    /// would move every queued byte.
     pub(crate) fn contiguous(&mut self, offset: usize, len: usize) -> &[u8] {
         let start = offset.min(self.bytes.len());
         let end = offset.saturating_add(len).min(self.bytes.len());
-        if end > self.bytes.as_slices().0.len() && start < self.bytes.as_slices().0.len() {
-            self.bytes.make_contiguous();
-        }
         let (front, back) = self.bytes.as_slices();
         if end <= front.len() {
-            front.get(start..end).unwrap_or(&[])
-        } else {
-            let base = front.len();
-            back.get(start - base..end - base).unwrap_or(&[])
+            return front.get(start..end).unwrap_or(&[]);
         }
+        let base = front.len();
+        if start >= base {
+            return back.get(start - base..end - base).unwrap_or(&[]);
+        }
+        self.straddle.clear();
+        self.straddle.extend_from_slice(front.get(start..).unwrap_or(&[]));
+        self.straddle.extend_from_slice(back.get(..end - base).unwrap_or(&[]));
+        &self.straddle
     }
 
     pub(crate) fn to_vec(&self) -> Vec<u8> {
@@ -139,6 +146,30 @@ mod tests {
         assert!(q.allocated() > 0, "small queues keep their storage");
     }
 
+    proptest::proptest! {
+        /// Whatever the ring's layout, `contiguous` shows the bytes that were queued there.
+        #[test]
+        fn contiguous_matches_the_queued_bytes(
+            ops in proptest::collection::vec((0usize..40, 0usize..40), 1..30),
+            offset in 0usize..64,
+            len in 0usize..64,
+        ) {
+            let mut q = ByteQueue::new(48);
+            let mut model: VecDeque<u8> = VecDeque::new();
+            let mut next = 0u8;
+            for (push, discard) in ops {
+                let data: Vec<u8> = (0..push).map(|_| { next = next.wrapping_add(1); next }).collect();
+                let n = q.push(&data);
+                model.extend(&data[..n]);
+                q.discard(discard);
+                model.drain(..discard.min(model.len()));
+                let expected: Vec<u8> =
+                    model.iter().copied().skip(offset).take(len).collect();
+                proptest::prop_assert_eq!(q.contiguous(offset, len), &expected[..]);
+            }
+        }
+    }
+
     #[test]
     fn contiguous_view_across_the_wrap_point() {
         let mut q = ByteQueue::new(8);
@@ -147,6 +178,9 @@ mod tests {
         q.push(b"abcdef");
         assert_eq!(q.contiguous(1, 4), b"7abc");
         assert_eq!(q.contiguous(6, 10), b"ef");
+        assert_eq!(q.contiguous(0, 1), b"6");
+        assert_eq!(q.contiguous(0, 8), b"67abcdef");
+        assert_eq!(q.contiguous(8, 1), b"");
         let mut out = [0u8; 2];
         assert_eq!(q.peek_at(2, &mut out), 2);
         assert_eq!(&out, b"ab");

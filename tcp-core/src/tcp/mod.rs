@@ -15,8 +15,8 @@ pub mod seq;
 
 pub use config::{CongestionAlgorithm, Keepalive, TcpConfig};
 pub use connection::{
-    CloseReason, Connection, ConnectionEvent, ConnectionParams, ConnectionState, ConnectionStats,
-    DropReason, FourTuple, Negotiated, RecvError, SegmentOutcome, SendError, State, cookie_syn_ack,
-    reset_for,
+    CODEC_MAGIC, CODEC_VERSION, CloseReason, CodecError, Connection, ConnectionEvent,
+    ConnectionParams, ConnectionState, ConnectionStats, DropReason, FourTuple, Negotiated,
+    RecvError, SegmentOutcome, SendError, State, cookie_syn_ack, reset_for,
 };
 pub use seq::SeqNumber;

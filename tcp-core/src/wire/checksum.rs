@@ -29,31 +29,45 @@ fn add_end_around(acc: u64, word: u64) -> u64 {
 /// The folded one's-complement sum of `bytes` taken as big-endian 16-bit words; an odd
 /// final byte is padded with a zero octet (RFC 1071 §1). The result is not complemented.
 pub fn data(bytes: &[u8]) -> u16 {
-    // Summing 64-bit big-endian words is equivalent to summing their four 16-bit words,
-    // because 2^16 ≡ 1 (mod 2^16 - 1) (RFC 1071 §2(A), "associative" and "parallel
-    // summation"). Two accumulators give the CPU independent dependency chains.
-    let mut acc_a: u64 = 0;
-    let mut acc_b: u64 = 0;
+    // RFC 1071 §2(B): the one's-complement sum does not depend on byte order, so the words
+    // are summed as they lie in memory (native order, no swap per word) and the folded
+    // result is swapped once at the end. §2(A)/(C): a 64-bit word is four 16-bit words
+    // summed with their carries deferred (2^16 ≡ 1 mod 2^16 - 1), and a carry out of bit 63
+    // is worth 1 (2^64 ≡ 1), so each lane counts its carries instead of adding them back
+    // at once, which keeps the loop free of serial carry chains. Two lanes give the CPU
+    // independent dependency chains. A carry counter cannot overflow: it grows by at most
+    // one per 8 bytes.
+    let mut sums = [0u64; 2];
+    let mut carries = [0u64; 2];
     let mut blocks = bytes.chunks_exact(16);
     for block in &mut blocks {
         let (first, second) = block.split_at(8);
-        acc_a = add_end_around(acc_a, be_u64(first));
-        acc_b = add_end_around(acc_b, be_u64(second));
+        for (lane, word) in [ne_u64(first), ne_u64(second)].into_iter().enumerate() {
+            let (sum, carried) = sums[lane].overflowing_add(word);
+            sums[lane] = sum;
+            carries[lane] += u64::from(carried);
+        }
     }
+    let mut sum = add_end_around(sums[0], sums[1]);
+    sum = add_end_around(sum, carries[0] + carries[1]);
     let mut rest = blocks.remainder();
-    if rest.len() >= 8 {
-        let (first, tail) = rest.split_at(8);
-        acc_a = add_end_around(acc_a, be_u64(first));
+    if let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        sum = add_end_around(sum, u64::from_ne_bytes(*word));
         rest = tail;
     }
-    let mut pairs = rest.chunks_exact(2);
-    for pair in &mut pairs {
-        acc_b = add_end_around(acc_b, u64::from(u16::from_be_bytes([pair[0], pair[1]])));
+    if let Some((word, tail)) = rest.split_first_chunk::<4>() {
+        sum = add_end_around(sum, u64::from(u32::from_ne_bytes(*word)));
+        rest = tail;
     }
-    if let [last] = pairs.remainder() {
-        acc_b = add_end_around(acc_b, u64::from(*last) << 8);
+    if let Some((word, tail)) = rest.split_first_chunk::<2>() {
+        sum = add_end_around(sum, u64::from(u16::from_ne_bytes(*word)));
+        rest = tail;
     }
-    fold_u64(add_end_around(acc_a, acc_b))
+    if let [last] = rest {
+        sum = add_end_around(sum, u64::from(u16::from_ne_bytes([*last, 0])));
+    }
+    let native = fold_u64(sum);
+    u16::from_be_bytes(native.to_ne_bytes())
 }
 
 /// Folds a 64-bit one's-complement sum to 16 bits without losing the high half's carries.
@@ -61,11 +75,11 @@ fn fold_u64(sum: u64) -> u16 {
     fold((sum >> 32) + (sum & 0xffff_ffff))
 }
 
-/// Reads exactly eight bytes as a big-endian `u64`; callers pass 8-byte slices.
-fn be_u64(bytes: &[u8]) -> u64 {
+/// Reads exactly eight bytes as a native-endian `u64`; callers pass 8-byte slices.
+fn ne_u64(bytes: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(bytes);
-    u64::from_be_bytes(word)
+    u64::from_ne_bytes(word)
 }
 
 /// Combines partial sums (each from [`data`], [`pseudo_header_ipv4`] or `combine`) into one
@@ -171,6 +185,21 @@ mod tests {
         #[test]
         fn fast_sum_equals_reference(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             prop_assert_eq!(data(&bytes), reference_sum(&bytes));
+        }
+
+        /// Frame-sized inputs starting at any offset of their buffer, so every tail length
+        /// and alignment of the 32-byte blocks is covered; biased towards 0xff bytes, which
+        /// produce the most carries.
+        #[test]
+        fn fast_sum_equals_reference_for_frames(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(0xffu8), Just(0xfeu8), any::<u8>()],
+                0..2000,
+            ),
+            start in 0usize..64,
+        ) {
+            let slice = bytes.get(start..).unwrap_or_default();
+            prop_assert_eq!(data(slice), reference_sum(slice));
         }
 
         #[test]

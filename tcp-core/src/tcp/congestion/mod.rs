@@ -4,11 +4,18 @@
 //! This module owns `cwnd` and `ssthresh` and how they grow on ACKs and shrink on loss;
 //! the algorithm-specific part (NewReno or CUBIC, RFC 9438) lives in the submodules.
 //! After an RTO the window drops to one segment, the loss window of RFC 5681 §3.1.
+//!
+//! The window grows only while the sender uses it (RFC 7661 §4.1: a sender that is not
+//! cwnd-limited has not shown that the path can carry more), tracked per window of data as
+//! Linux does (`tcp_cwnd_validate`, `tcp_is_cwnd_limited`): an application-limited or
+//! receive-window-limited connection keeps its window instead of inflating it without
+//! bound.
 
 pub(crate) mod cubic;
 pub(crate) mod newreno;
 
 use crate::tcp::config::CongestionAlgorithm;
+use crate::tcp::seq::SeqNumber;
 use crate::time::{Duration, Instant};
 
 pub(crate) use cubic::Cubic;
@@ -27,6 +34,18 @@ pub(crate) struct Congestion {
     pub(crate) cwnd: u32,
     pub(crate) ssthresh: u32,
     pub(crate) algorithm: Algorithm,
+    pub(crate) usage: CwndUsage,
+}
+
+/// How fully the sender has used `cwnd` in the current window of data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CwndUsage {
+    /// New data was held back by `cwnd`, or filled it, in this window.
+    pub(crate) limited: bool,
+    /// Most bytes in flight after a transmission in this window.
+    pub(crate) max_in_flight: u32,
+    /// SND.NXT when the window began; it ends when SND.UNA reaches this.
+    pub(crate) window_end: SeqNumber,
 }
 
 impl Congestion {
@@ -35,7 +54,36 @@ impl Congestion {
             CongestionAlgorithm::NewReno => Algorithm::NewReno(NewReno::default()),
             CongestionAlgorithm::Cubic => Algorithm::Cubic(Cubic::default()),
         };
-        Congestion { cwnd: initial_cwnd, ssthresh: u32::MAX, algorithm }
+        Congestion {
+            cwnd: initial_cwnd,
+            ssthresh: u32::MAX,
+            algorithm,
+            usage: CwndUsage::default(),
+        }
+    }
+
+    /// Records a transmission of new data (or a send that `cwnd` held back, `limited`):
+    /// Linux's `tcp_cwnd_validate`. A window that was cwnd-limited stays so until it ends;
+    /// otherwise the window tracks the most data in flight.
+    pub(crate) fn on_send(
+        &mut self,
+        in_flight: u32,
+        limited: bool,
+        snd_una: SeqNumber,
+        snd_nxt: SeqNumber,
+    ) {
+        let u = &mut self.usage;
+        if snd_una >= u.window_end || limited || (!u.limited && in_flight > u.max_in_flight) {
+            *u = CwndUsage { limited, max_in_flight: in_flight, window_end: snd_nxt };
+        }
+    }
+
+    /// Whether ACKs may grow the window (RFC 7661 §4.1; Linux `tcp_is_cwnd_limited`): the
+    /// sender was cwnd-limited in this window, or is in slow start with less than twice
+    /// its largest flight, so that slow start can still double what it used.
+    pub(crate) fn is_cwnd_limited(&self) -> bool {
+        self.usage.limited
+            || (self.in_slow_start() && self.cwnd < self.usage.max_in_flight.saturating_mul(2))
     }
 
     pub(crate) fn kind(&self) -> CongestionAlgorithm {

@@ -144,7 +144,7 @@ impl Connection {
                 }
             }
             None => {
-                if data_acked > 0 {
+                if data_acked > 0 && self.cc.is_cwnd_limited() {
                     self.cc.on_ack(data_acked, smss, now, self.rtt.srtt);
                 }
             }
@@ -152,7 +152,7 @@ impl Connection {
         self.dup_acks = 0;
         if self.write_blocked && self.send_buf.free() > 0 {
             self.write_blocked = false;
-            self.events.push_back(ConnectionEvent::Writable);
+            self.events.push(ConnectionEvent::Writable);
         }
     }
 

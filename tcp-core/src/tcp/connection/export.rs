@@ -10,7 +10,7 @@ use super::{
 use crate::tcp::assembler::Assembler;
 use crate::tcp::buffer::ByteQueue;
 use crate::tcp::config::{CongestionAlgorithm, Keepalive, TcpConfig};
-use crate::tcp::congestion::{Algorithm, Congestion, Cubic, NewReno};
+use crate::tcp::congestion::{Algorithm, Congestion, Cubic, CwndUsage, NewReno};
 use crate::tcp::rtt::RttEstimator;
 use crate::tcp::scoreboard::Scoreboard;
 use crate::tcp::seq::SeqNumber;
@@ -109,6 +109,12 @@ pub struct ConnectionState {
     pub cwnd: u32,
     /// ssthresh, bytes.
     pub ssthresh: u32,
+    /// New data was cwnd-limited in the current window (RFC 7661 §4.1).
+    pub cwnd_limited: bool,
+    /// Most bytes in flight in the current window.
+    pub max_in_flight: u32,
+    /// SND.NXT when the current window of cwnd use began.
+    pub cwnd_window_end: SeqNumber,
     /// CUBIC W_max, bytes.
     pub cubic_w_max: u32,
     /// CUBIC epoch start.
@@ -223,6 +229,9 @@ impl Connection {
             congestion: self.cc.kind(),
             cwnd: self.cc.cwnd,
             ssthresh: self.cc.ssthresh,
+            cwnd_limited: self.cc.usage.limited,
+            max_in_flight: self.cc.usage.max_in_flight,
+            cwnd_window_end: self.cc.usage.window_end,
             cubic_w_max: cubic.w_max,
             cubic_epoch_start: cubic.epoch_start,
             cubic_k_ms: cubic.k_ms,
@@ -251,7 +260,7 @@ impl Connection {
             app_closed: self.app_closed,
             write_blocked: self.write_blocked,
             close_reason: self.close_reason,
-            pending_events: self.events.iter().copied().collect(),
+            pending_events: self.events.iter().collect(),
             stats: self.stats,
         }
     }
@@ -321,7 +330,16 @@ impl Connection {
                 s.config.max_rto,
             ),
             rtt_probe: s.rtt_probe,
-            cc: Congestion { cwnd: s.cwnd, ssthresh: s.ssthresh, algorithm },
+            cc: Congestion {
+                cwnd: s.cwnd,
+                ssthresh: s.ssthresh,
+                algorithm,
+                usage: CwndUsage {
+                    limited: s.cwnd_limited,
+                    max_in_flight: s.max_in_flight,
+                    window_end: s.cwnd_window_end,
+                },
+            },
             dup_acks: s.dup_acks,
             recovery: s.recovery.map(|(point, high_rxt)| Recovery { point, high_rxt }),
             recover: s.recover,

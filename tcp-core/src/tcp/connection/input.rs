@@ -242,7 +242,7 @@ impl Connection {
     /// The handshake completed (RFC 9293 §3.10.7.3 and §3.10.7.4 SYN-RECEIVED).
     pub(crate) fn establish(&mut self, now: Instant) {
         self.state = if self.fin_queued { State::FinWait1 } else { State::Established };
-        self.events.push_back(ConnectionEvent::Established);
+        self.events.push(ConnectionEvent::Established);
         // RFC 5681 §3.1: one segment if the SYN or SYN-ACK had to be retransmitted.
         let segments =
             if self.syn_retransmitted { 1 } else { self.cfg.initial_cwnd_segments.max(1) };
@@ -330,7 +330,7 @@ impl Connection {
         }
         let seen = u32::try_from(payload.len()).unwrap_or(u32::MAX).min(u32::from(self.cfg.mss));
         self.rcv_mss_seen = self.rcv_mss_seen.max(seen);
-        self.events.push_back(ConnectionEvent::Readable);
+        self.events.push(ConnectionEvent::Readable);
         if had_holes {
             // RFC 5681 §4.2: ACK at once when a segment fills (part of) a gap.
             self.ack_now = true;
@@ -358,7 +358,7 @@ impl Connection {
         self.fin_received = true;
         self.ooo_fin = None;
         self.ack_now = true;
-        self.events.push_back(ConnectionEvent::ReadClosed);
+        self.events.push(ConnectionEvent::ReadClosed);
         match self.state {
             State::Established => self.state = State::CloseWait,
             State::FinWait1 if self.fin_acked() => self.enter_time_wait(now),

@@ -267,7 +267,12 @@ impl Connection {
         let wnd_end = self.snd_una + self.snd_wnd;
         let usable_wnd = if wnd_end > seq { wnd_end.since(seq) } else { 0 };
         let usable_cwnd = self.cc.cwnd.saturating_sub(self.in_flight());
-        let len = avail.min(cap).min(usable_wnd).min(usable_cwnd);
+        let wanted = avail.min(cap).min(usable_wnd);
+        if usable_cwnd < wanted && !retransmission {
+            // cwnd, not the application or the peer's window, holds data back.
+            self.cc.on_send(self.in_flight(), true, self.snd_una, self.snd_nxt);
+        }
+        let len = wanted.min(usable_cwnd);
         if avail > 0 && len == 0 {
             return None;
         }
@@ -327,10 +332,17 @@ impl Connection {
         } else if self.rtt_probe.is_none() && !self.ts_ok {
             self.rtt_probe = Some((seg_end, now));
         }
+        let new_data = seg_end > self.snd_max;
         if seg.seq == self.snd_nxt {
             self.snd_nxt = seg_end;
         }
         self.snd_max = self.snd_max.max(seg_end);
+        if new_data {
+            // No room left for another full segment counts as having filled cwnd.
+            let in_flight = self.in_flight();
+            let limited = self.cc.cwnd.saturating_sub(in_flight) < self.smss();
+            self.cc.on_send(in_flight, limited, self.snd_una, self.snd_nxt);
+        }
         if self.rtx_deadline.is_none() {
             self.rtx_deadline = Some(now + self.rtt.rto());
         }

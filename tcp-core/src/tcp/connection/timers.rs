@@ -5,7 +5,7 @@
 //! timeout of an orphaned connection (Linux `tcp_fin_timeout`).
 
 use super::{CloseReason, Connection, State};
-use crate::time::Instant;
+use crate::time::{Instant, earliest};
 
 impl Connection {
     /// When `handle_timeout` should next be called, if ever.
@@ -13,16 +13,9 @@ impl Connection {
         if self.state == State::Closed {
             return None;
         }
-        [
-            self.rtx_deadline,
-            self.delack_deadline,
-            self.persist_deadline,
-            self.keepalive_deadline,
-            self.close_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let transfer = earliest(self.rtx_deadline, self.delack_deadline);
+        let idle = earliest(self.persist_deadline, self.keepalive_deadline);
+        earliest(earliest(transfer, idle), self.close_deadline)
     }
 
     /// Runs every timer whose deadline is at or before `now`.

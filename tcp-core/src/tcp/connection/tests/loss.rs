@@ -136,16 +136,45 @@ fn cubic_reduces_to_seventy_percent_and_grows_back() {
     h.input(seg().ack(seq_of(10)));
     let after_recovery = h.conn.stats().cwnd;
     assert_eq!(after_recovery, s.ssthresh);
-    // Congestion avoidance keeps growing the window as ACKs arrive over time.
-    let mut next = 10;
+    // Congestion avoidance keeps growing the window as ACKs arrive over time, while the
+    // sender keeps it full.
     for _ in 0..50 {
         h.advance(100);
-        h.conn.send(&[0u8; 1460]).unwrap();
-        h.drain();
-        next += 1;
-        h.input(seg().ack(seq_of(next)));
+        h.conn.send(&alloc::vec![0u8; 20 * 1460]).unwrap();
+        assert!(!h.drain().is_empty());
+        h.input(seg().ack(h.conn.snd_max.0));
     }
     assert!(h.conn.stats().cwnd > after_recovery);
+}
+
+/// RFC 7661 §4.1 (Linux `tcp_is_cwnd_limited`): ACKs grow cwnd only while the sender uses
+/// it. A request/response exchange that never fills the window leaves it alone, in slow
+/// start and in congestion avoidance; once the application sends more than fits, the
+/// window grows again.
+#[test]
+fn cwnd_grows_only_while_the_sender_is_cwnd_limited() {
+    for ssthresh in [u32::MAX, 5 * 1460] {
+        let mut h = sending(&newreno(), 1);
+        h.conn.cc.ssthresh = ssthresh;
+        let initial = h.conn.stats().cwnd;
+        h.input(seg().ack(seq_of(1)));
+        // Application-limited: one segment at a time, acknowledged before the next.
+        for _ in 0..100 {
+            h.advance(10);
+            h.conn.send(&[0u8; 1460]).unwrap();
+            assert_eq!(h.drain().len(), 1);
+            h.input(seg().ack(h.conn.snd_max.0));
+        }
+        assert_eq!(h.conn.stats().cwnd, initial, "ssthresh {ssthresh}: grew while idle");
+        // Window-limited: more queued than cwnd lets out, so the window grows.
+        for _ in 0..10 {
+            h.advance(10);
+            h.conn.send(&alloc::vec![0u8; 40 * 1460]).unwrap();
+            h.drain();
+            h.input(seg().ack(h.conn.snd_max.0));
+        }
+        assert!(h.conn.stats().cwnd > initial, "ssthresh {ssthresh}: did not grow when used");
+    }
 }
 
 #[test]

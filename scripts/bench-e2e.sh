@@ -15,7 +15,7 @@
 #
 #   scripts/bench-e2e.sh                  the whole matrix, a table on stdout
 #   scripts/bench-e2e.sh --json           the same, JSON on stdout (the table on stderr)
-#   DURATION=10 scripts/bench-e2e.sh      seconds of load per run (default 5, after 1 s warm-up)
+#   DURATION=10 scripts/bench-e2e.sh      seconds of load per run (default 4, after 1 s warm-up)
 #   SERVERS="lighttpd" STACKS="linux sim" INSTANCES="2" CONCURRENCY="100" scripts/bench-e2e.sh
 #
 # Needs root (namespaces, TAP, AF_XDP), lighttpd, apache2, ethtool. Everything it creates
@@ -32,7 +32,7 @@ for arg in "$@"; do
         *) echo "bench-e2e: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-DURATION="${DURATION:-5}"
+DURATION="${DURATION:-4}"
 WARMUP="${WARMUP:-1}"
 SERVERS="${SERVERS:-lighttpd apache-prefork}"
 STACKS="${STACKS:-linux sim afxdp}"
@@ -59,7 +59,7 @@ client_ns="${tag}c"
 server_ns="${tag}s"
 work="$(mktemp -d)"
 chmod 755 "$work"
-np_name="bench$$"
+np_name=""
 server_pid=""
 np_pid=""
 stop_server() {
@@ -190,11 +190,20 @@ start_netpop() {
             ip netns exec "$client_ns" ethtool -K "${tag}y" tx off tso off gso off >/dev/null
             args=(--nic "afxdp:${tag}x"); netpop_ip=10.85.0.2 ;;
     esac
+    np_name="bench$$$1$2"
     setsid "$NETPOP" up --name "$np_name" --socket-dir "$work" --foreground "${args[@]}" \
         --queues "$2" --ip "$netpop_ip/24" --policy off --app-sockets "$APP_SOCKETS" >"$work/netpop.out" 2>&1 &
     np_pid=$!
-    for _ in $(seq 300); do grep -q " up: " "$work/netpop.out" && break; sleep 0.1; done
-    grep -q " up: " "$work/netpop.out" || { say "bench-e2e: netpop did not start"; cat "$work/netpop.out" >&2; exit 1; }
+    for _ in $(seq 600); do
+        grep -q " up: " "$work/netpop.out" && break
+        kill -0 "$np_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q " up: " "$work/netpop.out"; then
+        say "bench-e2e: netpop --nic $1 --queues $2 did not start:"
+        cat "$work/netpop.out" >&2
+        return 1
+    fi
     if [ "$1" = sim ]; then
         ip link set "${tag}x" netns "$client_ns"
         ip -n "$client_ns" addr add 10.84.0.1/24 dev "${tag}x"
@@ -209,7 +218,7 @@ start_netpop() {
 group_ticks() {
     local pg=$1 total=0 f
     for f in /proc/[0-9]*/stat; do
-        read -r line < "$f" 2>/dev/null || continue
+        read -r line 2>/dev/null <"$f" || continue
         # Fields after "pid (comm) ": state ppid pgrp ... utime(12) stime(13) cutime(14) cstime(15)
         set -- ${line##*) }
         [ "${3:-}" = "$pg" ] || continue
@@ -260,10 +269,14 @@ for stack in $STACKS; do
     instance_list="$INSTANCES"
     [ "$stack" = linux ] && instance_list="-"
     for inst in $instance_list; do
-        if [ "$stack" != linux ]; then start_netpop "$stack" "$inst"; address=$netpop_ip; else address=$linux_ip; fi
+        address=$linux_ip
+        if [ "$stack" != linux ]; then
+            start_netpop "$stack" "$inst" || { stop_netpop; continue; }
+            address=$netpop_ip
+        fi
         for server in $SERVERS; do
             start_server "$server" "$stack" "$address"
-            wait_up "http://$address/index.html"
+            wait_up "http://$address/index.html" || { stop_server; continue; }
             pgids=("$(pgid_of "$server_pid")")
             [ "$stack" != linux ] && pgids+=("$(pgid_of "$np_pid")")
             for conc in $CONCURRENCY; do

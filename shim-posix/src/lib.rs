@@ -34,7 +34,12 @@
 //!
 //! - `fork`: the child is a new netpop application. It registers on its first netpop call.
 //!   Inherited *listeners* keep working: the child subscribes its own socket to the same
-//!   port (listeners are global, DESIGN.md "Single-socket abstraction"). Inherited
+//!   port (listeners are global, DESIGN.md "Single-socket abstraction"), which the plane
+//!   allows because a registering process joins the listener family of its nearest
+//!   registered ancestor; the child does so when it first accepts or polls the listener
+//!   (Apache prefork and event children). If the child drops privileges first, its user
+//!   needs access to the registration socket (for example `chgrp www-data` and mode
+//!   0660 on it). Inherited
 //!   *connections* stay with the parent: in the child, data calls on them fail with
 //!   `ENOTCONN` and poll reports them hung up; closing them in the child does not affect the
 //!   parent. (Sharing a connection between processes needs channel support that does not

@@ -289,9 +289,6 @@ pub(super) fn read_state(r: &mut Reader<'_>) -> Result<ConnectionState, CodecErr
     let cubic_k_ms = r.u64("cubic_k_ms")?;
     let cubic_w_est = r.u32("cubic_w_est")?;
     let growth_credit = r.u64("growth_credit")?;
-    let cwnd_limited = r.bool("cwnd_limited")?;
-    let max_in_flight = r.u32("max_in_flight")?;
-    let cwnd_window_end = r.seq("cwnd_window_end")?;
     let dup_acks = r.u32("dup_acks")?;
     let recovery = r.option("recovery", |r| Ok((r.seq("recovery")?, r.seq("recovery")?)))?;
     let recover = r.seq("recover")?;
@@ -378,9 +375,6 @@ pub(super) fn read_state(r: &mut Reader<'_>) -> Result<ConnectionState, CodecErr
         cubic_k_ms,
         cubic_w_est,
         growth_credit,
-        cwnd_limited,
-        max_in_flight,
-        cwnd_window_end,
         dup_acks,
         recovery,
         recover,

@@ -338,9 +338,6 @@ impl ConnectionState {
         w.u64(s.cubic_k_ms);
         w.u32(s.cubic_w_est);
         w.u64(s.growth_credit);
-        w.bool(s.cwnd_limited);
-        w.u32(s.max_in_flight);
-        w.seq(s.cwnd_window_end);
         w.u32(s.dup_acks);
         w.option(&s.recovery, |w, (point, high)| {
             w.seq(*point);

@@ -9,8 +9,8 @@
 //!   buckets), how they are steered, how load is balanced by moving them, and how active
 //!   opens pick a source port that comes back to their own instance.
 //!
-//! Not built yet: kernel instances, the control plane and the `netpop` command beyond
-//! `help` (see README).
+//! - [`instance`]: the kernel instance event loop (one process per NIC queue pair).
+//! - [`plane`]: the control plane (`netpop up`) and the rest of the `netpop` command.
 
 pub mod balancer;
 pub mod channel;

@@ -11,7 +11,11 @@
 //!   (connections per second, bulk throughput) and callgrind's instructions per connection;
 //!   run it with `scripts/bench-tcp.sh`.
 //!
-//! Not built yet: the end-to-end comparisons (see README).
+//! - [`plot`]: SVG figures of the results for BENCHMARKS.md.
+//!
+//! The end-to-end comparison (lighttpd and Apache on netpop and on Linux) and the
+//! flow-group balancing benchmark are scripts: `scripts/bench-e2e.sh` and
+//! `scripts/bench-balance.sh`; `scripts/bench-all.sh` runs everything and redraws the plots.
 
 pub mod loadgen;
 pub mod pktio;

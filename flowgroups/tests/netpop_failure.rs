@@ -20,26 +20,7 @@ fn echo_server_child() {
 
 fn start(tag: &str, policy: &str) -> (Scratch, Netpop, Peer) {
     let scratch = Scratch::new(tag);
-    let wire_path = scratch.dir.join("wire.sock");
-    let wire = Peer::bind(&wire_path);
-    let wire_arg = format!("unix:{}", wire_path.display());
-    let acceptor = std::thread::spawn(move || Peer::accept(&wire));
-    let np = Netpop::up(
-        &scratch,
-        &[
-            "--nic",
-            "sim",
-            "--wire",
-            &wire_arg,
-            "--queues",
-            "2",
-            "--ip",
-            "10.0.0.2/24",
-            "--policy",
-            policy,
-        ],
-    );
-    let peer = acceptor.join().unwrap();
+    let (np, peer) = up_on_unix_wire(&scratch, &["--policy", policy]);
     (scratch, np, peer)
 }
 

@@ -21,26 +21,7 @@ fn echo_server_child() {
 #[test]
 fn live_balancing_moves_streaming_connections_without_losing_a_byte() {
     let scratch = Scratch::new("live");
-    let wire_path = scratch.dir.join("wire.sock");
-    let wire = Peer::bind(&wire_path);
-    let wire_arg = format!("unix:{}", wire_path.display());
-    let acceptor = std::thread::spawn(move || Peer::accept(&wire));
-    let np = Netpop::up(
-        &scratch,
-        &[
-            "--nic",
-            "sim",
-            "--wire",
-            &wire_arg,
-            "--queues",
-            "2",
-            "--ip",
-            "10.0.0.2/24",
-            "--policy",
-            "live",
-        ],
-    );
-    let mut peer = acceptor.join().unwrap();
+    let (np, mut peer) = up_on_unix_wire(&scratch, &["--policy", "live"]);
     let _server = EchoServer::spawn(&np.socket(), ECHO_PORT);
 
     // Instance 0 owns the even groups at start (round robin); one stream per hot group.
@@ -121,26 +102,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// same groups; figures are taken over the measured phase after a warm-up.
 fn bench_one(policy: &'static str, warmup: Duration, measured: Duration) -> BenchRow {
     let scratch = Scratch::new(&format!("bb{policy}"));
-    let wire_path = scratch.dir.join("wire.sock");
-    let wire = Peer::bind(&wire_path);
-    let wire_arg = format!("unix:{}", wire_path.display());
-    let acceptor = std::thread::spawn(move || Peer::accept(&wire));
-    let np = Netpop::up(
-        &scratch,
-        &[
-            "--nic",
-            "sim",
-            "--wire",
-            &wire_arg,
-            "--queues",
-            "2",
-            "--ip",
-            "10.0.0.2/24",
-            "--policy",
-            policy,
-        ],
-    );
-    let mut peer = acceptor.join().unwrap();
+    let (np, mut peer) = up_on_unix_wire(&scratch, &["--policy", policy]);
     let _server = EchoServer::spawn(&np.socket(), ECHO_PORT);
     let hot: Vec<u32> = (0..64).map(|g| g * 2).collect();
     let mut stream_ports = Vec::new();

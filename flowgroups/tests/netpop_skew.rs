@@ -41,26 +41,7 @@ struct Phase {
 /// `policy`; returns the measured phase's per-instance received packets.
 fn run(policy: &str) -> Phase {
     let scratch = Scratch::new(&format!("sk{policy}"));
-    let wire_path = scratch.dir.join("wire.sock");
-    let wire = Peer::bind(&wire_path);
-    let wire_arg = format!("unix:{}", wire_path.display());
-    let acceptor = std::thread::spawn(move || Peer::accept(&wire));
-    let np = Netpop::up(
-        &scratch,
-        &[
-            "--nic",
-            "sim",
-            "--wire",
-            &wire_arg,
-            "--queues",
-            "2",
-            "--ip",
-            "10.0.0.2/24",
-            "--policy",
-            policy,
-        ],
-    );
-    let mut peer = acceptor.join().unwrap();
+    let (np, mut peer) = up_on_unix_wire(&scratch, &["--policy", policy]);
     let _server = EchoServer::spawn(&np.socket(), ECHO_PORT);
 
     // Instance 0 owns the even groups at start (round robin).

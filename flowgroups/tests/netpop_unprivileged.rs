@@ -20,27 +20,7 @@ fn echo_server_child() {
 #[test]
 fn ten_thousand_short_connections_over_two_instances() {
     let scratch = Scratch::new("a1");
-    let wire_path = scratch.dir.join("wire.sock");
-    let wire = Peer::bind(&wire_path);
-    let wire_arg = format!("unix:{}", wire_path.display());
-    // netpop connects to the wire while it starts; accept in a thread meanwhile.
-    let acceptor = std::thread::spawn(move || Peer::accept(&wire));
-    let np = Netpop::up(
-        &scratch,
-        &[
-            "--nic",
-            "sim",
-            "--wire",
-            &wire_arg,
-            "--queues",
-            "2",
-            "--ip",
-            "10.0.0.2/24",
-            "--policy",
-            "off",
-        ],
-    );
-    let mut peer = acceptor.join().unwrap();
+    let (np, mut peer) = up_on_unix_wire(&scratch, &["--policy", "off"]);
     let server = EchoServer::spawn(&np.socket(), ECHO_PORT);
 
     let report = peer.short_connections(

@@ -361,6 +361,21 @@ struct Conn {
     started: Instant,
 }
 
+/// Starts `netpop up --nic sim --wire unix:... --queues 2 --ip 10.0.0.2/24` plus `extra`
+/// with the test as the wire's peer: binds the wire, accepts netpop's connection to it
+/// while netpop starts, and returns both.
+pub fn up_on_unix_wire(scratch: &Scratch, extra: &[&str]) -> (Netpop, Peer) {
+    let wire_path = scratch.dir.join("wire.sock");
+    let wire = Peer::bind(&wire_path);
+    let wire_arg = format!("unix:{}", wire_path.display());
+    let acceptor = std::thread::spawn(move || Peer::accept(&wire));
+    let mut args =
+        vec!["--nic", "sim", "--wire", &wire_arg, "--queues", "2", "--ip", "10.0.0.2/24"];
+    args.extend_from_slice(extra);
+    let np = Netpop::up(scratch, &args);
+    (np, acceptor.join().unwrap())
+}
+
 impl Peer {
     /// Binds the unix wire at `path`; call [`Peer::accept`] after starting netpop.
     pub fn bind(path: &Path) -> UnixWirePeer {

@@ -28,6 +28,7 @@ mod engine_rx;
 mod engine_tx;
 mod fdir_table;
 pub mod regfile;
+mod steering;
 
 use std::fmt;
 use std::io;
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 use crate::dma::SharedDmaWindow;
 use crate::ixgbe::regs;
-use crate::link::WireBackend;
+use crate::link::{FrameBuffers, WireBackend};
 pub use regfile::RegisterFile;
 
 use fdir_table::FdirTable;
@@ -169,6 +170,8 @@ pub struct Model82599 {
     config: ModelConfig,
     handle: ModelHandle,
     wire: Box<dyn WireBackend>,
+    /// Frame buffers recycled between the transmit path, the wire and the receive path.
+    buffers: FrameBuffers,
     counters: Arc<ModelCounters>,
     phase: BootPhase,
     fdir: FdirTable,
@@ -202,6 +205,7 @@ impl Model82599 {
             config,
             handle,
             wire,
+            buffers: FrameBuffers::default(),
             counters: Arc::new(ModelCounters::default()),
             phase: BootPhase::EepromLoad,
             fdir: FdirTable::default(),
@@ -292,6 +296,9 @@ impl Model82599 {
     /// happened.
     fn apply_requests(&mut self) -> (usize, bool) {
         let mut work = 0;
+        if !self.regs().requests_posted() {
+            return (0, false);
+        }
         if let Some(ctrl) = self.regs().take_request(0) {
             work += 1;
             if ctrl & regs::CTRL_RST_MASK != 0 {
@@ -322,9 +329,7 @@ impl Model82599 {
             }
             if let Some(v) = self.regs().take_request(3 + regs::MAX_QUEUES as usize + q as usize) {
                 work += 1;
-                if v & regs::TXDCTL_ENABLE == 0 {
-                    self.tx.forget_queue(q);
-                }
+                self.tx.set_enabled(q, v & regs::TXDCTL_ENABLE != 0);
                 self.regs().poke(regs::txdctl(q), v);
             }
         }

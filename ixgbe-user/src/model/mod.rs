@@ -386,3 +386,6 @@ impl Drop for ModelRunner {
         let _ = self.stop_thread();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,13 @@
 //! and from transmit queues onto the wire, and keeps LINKS current. Tests call `step`
 //! directly for determinism, or hand engines to a [`ModelRunner`] thread.
 //!
+//! A step works in batches of up to [`STEP_BUDGET`] frames per queue, as DMA engines do: one
+//! call to the wire per direction, frame buffers recycled through [`FrameBuffers`] (each
+//! frame is copied once out of transmit DMA memory and once into receive DMA memory),
+//! steering and ring registers read once per batch and head pointers and statistics
+//! written back once per batch. Descriptor write-back (DD) stays per descriptor, so the
+//! driver sees each frame as soon as it lands.
+//!
 //! What is modelled: the bits the driver polls (CTRL.RST self-clearing, EEC.ARD,
 //! RDRXCTL.DMAIDONE, RXDCTL/TXDCTL.ENABLE read-back, LINKS.UP and speed, FDIRCTRL.INIT_DONE,
 //! FDIRCMD completion), clear-on-read statistics (GPRC, GPTC, GORC, GOTC, MPC, QPRC, QPTC,

@@ -10,7 +10,7 @@
 //! and from transmit queues onto the wire, and keeps LINKS current. Tests call `step`
 //! directly for determinism, or hand engines to a [`ModelRunner`] thread.
 //!
-//! A step works in batches of up to [`STEP_BUDGET`] frames per queue, as DMA engines do: one
+//! A step works in batches of up to 64 frames per queue, as DMA engines do: one
 //! call to the wire per direction, frame buffers recycled through [`FrameBuffers`] (each
 //! frame is copied once out of transmit DMA memory and once into receive DMA memory),
 //! steering and ring registers read once per batch and head pointers and statistics

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ixgbe_user::QueuePair;
 use ixgbe_user::linux::netns::{self, NetNamespace, VethPair, skip_unless_root, unique_name};
+use ixgbe_user::linux::tap::TAP_TX_QUEUE_LEN;
 use ixgbe_user::linux::{PacketSocket, TapDevice, interface_mtu};
 use linux_common::*;
 
@@ -68,6 +69,41 @@ fn tap_receives_udp_from_a_kernel_socket() {
     assert_eq!(datagram.src_port, 40001);
     assert_eq!(datagram.dst_port, 9);
     assert_eq!(datagram.payload, payload);
+}
+
+#[test]
+fn tap_queues_a_burst_of_two_thousand_frames_while_the_reader_is_away() {
+    if skip_unless_root("tap_queues_a_burst_of_two_thousand_frames_while_the_reader_is_away") {
+        return;
+    }
+    let (mut tap, ns) = tap_in_namespace();
+    let name = tap.name().to_owned();
+    let queue_len = ns.run_inside(|| ixgbe_user::linux::interface_tx_queue_len(&name)).unwrap();
+    assert!(queue_len.unwrap() >= TAP_TX_QUEUE_LEN);
+    // A static neighbour entry, so the kernel sends at once instead of resolving first.
+    let mac = tap.mac_address();
+    let lladdr = mac.map(|b| format!("{b:02x}")).join(":");
+    ns.ip(&["neigh", "add", &OUR_IP.to_string(), "lladdr", &lladdr, "dev", tap.name()]).unwrap();
+    // Twice the kernel's default TAP queue (1000 frames), sent while nobody reads.
+    const BURST: usize = 2000;
+    ns.run_inside(|| {
+        let socket = UdpSocket::bind((KERNEL_IP, 40002)).unwrap();
+        for i in 0..BURST {
+            socket.send_to(&(i as u32).to_be_bytes(), (OUR_IP, 9)).unwrap();
+        }
+    })
+    .unwrap();
+    let mut received = 0;
+    while tap
+        .rx_burst(64, &mut |frame| {
+            if parse_udp(frame).is_some_and(|d| d.src_port == 40002) {
+                received += 1;
+            }
+        })
+        .unwrap()
+        > 0
+    {}
+    assert_eq!(received, BURST, "every frame of the burst waited in the TAP queue");
 }
 
 #[test]

@@ -151,6 +151,25 @@ pub fn set_interface_mtu(name: &str, mtu: u32) -> io::Result<()> {
     ifreq_ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU as libc::Ioctl, &mut req)
 }
 
+/// Sets how many frames interface `name` queues for transmission (`SIOCSIFTXQLEN`; needs
+/// CAP_NET_ADMIN). For a TAP this is the queue of frames waiting for the reading process.
+pub fn set_interface_tx_queue_len(name: &str, frames: u32) -> io::Result<()> {
+    let frames = i32::try_from(frames)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "queue length out of range"))?;
+    let sock = control_socket()?;
+    let mut req = IfReq::new(name)?;
+    req.set_int(frames);
+    ifreq_ioctl(sock.as_raw_fd(), libc::SIOCSIFTXQLEN as libc::Ioctl, &mut req)
+}
+
+/// How many frames interface `name` queues for transmission (`SIOCGIFTXQLEN`).
+pub fn interface_tx_queue_len(name: &str) -> io::Result<u32> {
+    let sock = control_socket()?;
+    let mut req = IfReq::new(name)?;
+    ifreq_ioctl(sock.as_raw_fd(), libc::SIOCGIFTXQLEN as libc::Ioctl, &mut req)?;
+    u32::try_from(req.int()).map_err(|_| io::Error::other("negative queue length"))
+}
+
 /// Brings interface `name` administratively up or down (`SIOCSIFFLAGS`, `IFF_UP`; needs
 /// CAP_NET_ADMIN).
 pub fn set_interface_up(name: &str, up: bool) -> io::Result<()> {
@@ -196,6 +215,7 @@ mod tests {
         assert_eq!(interface_mac("lo").unwrap(), [0; 6]);
         assert!(interface_mtu("lo").unwrap() >= 1500);
         assert!(interface_is_up("lo").unwrap());
+        assert!(interface_tx_queue_len("lo").is_ok());
     }
 
     #[test]

@@ -25,9 +25,14 @@ const IFF_TAP: i16 = 0x0002;
 /// `IFF_NO_PI` from `<linux/if_tun.h>`: no 4-byte packet-information prefix.
 const IFF_NO_PI: i16 = 0x1000;
 
-/// Frames a TAP queues towards this process before it drops (the kernel's default
-/// `tx_queue_len` is 1000 for TAP); only used to size the transmit batch.
+/// Frames built by `tx_one` before a flush must write them.
 const TX_BATCH: usize = 64;
+
+/// Frames the kernel queues towards this process before it drops (the interface's
+/// `tx_queue_len`). The default, 1000 frames on the kernels here, is what a burst of a
+/// thousand SYNs from a load generator overflows whenever the reading process is
+/// descheduled for a moment; 4096 rides out such gaps.
+pub const TAP_TX_QUEUE_LEN: u32 = 4096;
 
 /// A TAP interface opened by this process: receive = frames the kernel sends out of the
 /// interface, transmit = frames the kernel receives on it.
@@ -64,6 +69,10 @@ impl TapDevice {
         ifreq_ioctl(file.as_raw_fd(), libc::TUNSETIFF as libc::Ioctl, &mut req)
             .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {name:?}: {e}")))?;
         let name = req.name();
+        // Only ever raised: an interface someone configured with a longer queue keeps it.
+        if super::interface_tx_queue_len(&name)? < TAP_TX_QUEUE_LEN {
+            super::set_interface_tx_queue_len(&name, TAP_TX_QUEUE_LEN)?;
+        }
         super::set_interface_up(&name, true)?;
         let mtu = interface_mtu(&name)? as usize;
         let index = super::interface_index(&name)?;

@@ -3,14 +3,17 @@
 //! [`PacketSocket`] (the port is spliced onto an existing interface through `AF_PACKET`,
 //! packet(7)) — into a [`WireBackend`].
 //!
-//! The model calls [`WireBackend::transmit`] once per frame and [`WireBackend::receive`]
-//! until it answers `None`, both from its engine thread. To keep system calls per frame low
-//! the adapter works in batches:
-//! - receive fetches up to [`WIRE_BATCH`] frames per burst and hands them out one by one;
-//! - transmit queues frames in the backend and flushes when a batch is full and on the next
-//!   `receive` call. [`crate::Model82599::step`] always polls receive right after its
-//!   transmit pass, so a frame the model sent waits at most until the end of that step.
-//!   Code that drives a `QueueWire` by hand calls [`QueueWire::flush`].
+//! The model calls [`WireBackend::transmit_batch`] and [`WireBackend::receive_batch`] from
+//! its engine thread, once per step each. To keep system calls per frame low:
+//! - a receive batch is one burst of the backend, copied into the model's recycled frame
+//!   buffers;
+//! - a transmit batch is queued in the backend and flushed once at its end (and whenever
+//!   the backend is full).
+//!
+//! The single-frame methods work too: receive fetches up to [`WIRE_BATCH`] frames per burst
+//! and hands them out one by one; transmit queues frames in the backend and flushes when a
+//! batch is full and on the next `receive` call. Code that drives a `QueueWire` by hand
+//! with `transmit` calls [`QueueWire::flush`].
 //!
 //! Link state: a TAP is up as long as this process holds it (the process *is* the cable), so
 //! `link_up` is always true by default. For an interface reached through `AF_PACKET`,
@@ -28,7 +31,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::{IfReq, PacketSocket, TapDevice, control_socket, ifreq_ioctl};
-use crate::link::WireBackend;
+use crate::link::{FrameBuffers, WireBackend};
 use crate::queue::{QueueError, QueuePair};
 
 /// Frames moved per receive burst, and frames queued before a transmit flush.
@@ -131,13 +134,11 @@ impl<Q: QueuePair> QueueWire<Q> {
             })
             .map_err(into_io)
     }
-}
 
-impl<Q: QueuePair> WireBackend for QueueWire<Q> {
-    fn transmit(&mut self, frame: &[u8]) -> io::Result<()> {
+    /// Queues one frame in the backend, flushing first if it is full; a frame that still
+    /// finds no room is dropped and counted (a wire never blocks the model).
+    fn queue_frame(&mut self, frame: &[u8]) -> io::Result<()> {
         if !self.offer(frame)? {
-            // Backend full: push what is queued and try once more, then drop (a wire never
-            // blocks the model).
             self.flush()?;
             if !self.offer(frame)? {
                 self.dropped += 1;
@@ -145,6 +146,13 @@ impl<Q: QueuePair> WireBackend for QueueWire<Q> {
             }
         }
         self.unflushed += 1;
+        Ok(())
+    }
+}
+
+impl<Q: QueuePair> WireBackend for QueueWire<Q> {
+    fn transmit(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.queue_frame(frame)?;
         if self.unflushed >= WIRE_BATCH {
             self.flush()?;
         }
@@ -167,6 +175,54 @@ impl<Q: QueuePair> WireBackend for QueueWire<Q> {
 
     fn link_up(&self) -> bool {
         self.carrier.as_ref().is_none_or(CarrierWatch::is_up)
+    }
+
+    fn transmit_batch(
+        &mut self,
+        frames: &mut Vec<Vec<u8>>,
+        buffers: &mut FrameBuffers,
+    ) -> io::Result<()> {
+        let mut result = Ok(());
+        for frame in frames.drain(..) {
+            if result.is_ok() {
+                result = self.queue_frame(&frame);
+            }
+            buffers.recycle(frame);
+        }
+        result?;
+        if self.unflushed > 0 { self.flush() } else { Ok(()) }
+    }
+
+    fn receive_batch(
+        &mut self,
+        max: usize,
+        buffers: &mut FrameBuffers,
+        out: &mut Vec<Vec<u8>>,
+    ) -> io::Result<usize> {
+        if self.unflushed > 0 {
+            self.flush()?;
+        }
+        let mut received = 0;
+        // Frames a single-frame `receive` staged come first, to keep arrival order.
+        while received < max {
+            let Some(staged) = self.staged.pop_front() else { break };
+            let mut frame = buffers.take();
+            frame.extend_from_slice(&staged);
+            self.spare.push(staged);
+            out.push(frame);
+            received += 1;
+        }
+        if received < max {
+            received += self
+                .queue
+                .rx_burst(max - received, &mut |bytes| {
+                    let mut frame = buffers.take();
+                    frame.extend_from_slice(bytes);
+                    out.push(frame);
+                })
+                .map_err(into_io)?;
+        }
+        Ok(received)
     }
 }
 
@@ -359,6 +415,45 @@ mod tests {
         let queue = wire.into_inner();
         let firsts: Vec<u8> = queue.sent.iter().map(|f| f[0]).collect();
         assert_eq!(firsts, vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn batches_keep_arrival_order_after_single_frame_receives() {
+        let mut queue = fake(64);
+        queue.incoming.extend((0..40u8).map(|i| vec![i; 60]));
+        let mut wire = QueueWire::new(queue);
+        let mut buf = [0u8; 128];
+        // One single-frame receive stages a burst of 32; the batches must drain those first.
+        assert_eq!(wire.receive(&mut buf).unwrap(), Some(60));
+        let mut buffers = FrameBuffers::default();
+        let mut got = Vec::new();
+        assert_eq!(wire.receive_batch(20, &mut buffers, &mut got).unwrap(), 20);
+        assert_eq!(wire.receive_batch(64, &mut buffers, &mut got).unwrap(), 19);
+        assert_eq!(wire.receive_batch(64, &mut buffers, &mut got).unwrap(), 0);
+        let firsts: Vec<u8> = got.iter().map(|f| f[0]).collect();
+        assert_eq!(firsts, (1..40).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_transmit_batch_is_flushed_once_and_its_buffers_recycled() {
+        let mut wire = QueueWire::new(fake(64));
+        let mut buffers = FrameBuffers::default();
+        let mut frames: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 60]).collect();
+        wire.transmit_batch(&mut frames, &mut buffers).unwrap();
+        assert!(frames.is_empty());
+        assert_eq!(buffers.spare(), 10);
+        assert_eq!(wire.queue().flushes, 1);
+        let firsts: Vec<u8> = wire.queue().sent.iter().map(|f| f[0]).collect();
+        assert_eq!(firsts, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_transmit_batch_larger_than_the_backend_flushes_midway_and_drops_nothing() {
+        let mut wire = QueueWire::new(fake(4));
+        let mut frames: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 60]).collect();
+        wire.transmit_batch(&mut frames, &mut FrameBuffers::default()).unwrap();
+        assert_eq!(wire.dropped(), 0);
+        assert_eq!(wire.queue().sent.len(), 10);
     }
 
     #[test]

@@ -1,31 +1,37 @@
-//! Model receive path (82599 datasheet §7.1): MAC filtering (§7.1.1), queue selection by
-//! Flow Director (§7.1.2.7) then RSS (§7.1.2.8), one-buffer advanced descriptors with
-//! write-back (§7.1.6), head/tail ring semantics (§7.1.9), drops and their counters.
+//! Model receive path (82599 datasheet §7.1): frames from the wire wait in the packet
+//! buffer, are filtered and steered ([`super::steering`]), and land in one-buffer advanced
+//! descriptors with write-back (§7.1.6) under head/tail ring semantics (§7.1.9); drops are
+//! counted where the silicon counts them (MPC, QPRDC).
+//!
+//! Work is done in batches of up to [`STEP_BUDGET`] frames: the wire is read once per batch,
+//! each queue's ring registers are read when the batch first needs that queue (and RDT again
+//! only when the cached tail is reached), and RDH and the statistics registers are written
+//! once per queue at the end of the batch. Each descriptor's DD is still written as its
+//! frame lands, so software sees frames as early as with per-frame processing.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{Ordering, fence};
 
+use super::steering::{SteeringConfig, classify};
 use super::{Model82599, ModelCounters, STEP_BUDGET};
 use crate::ixgbe::descriptors::{
-    DESC_LEN, RX_STATUS_OFFSET, RXD_ERR_RXE, RXD_RSSTYPE_IPV4, RXD_RSSTYPE_IPV4_TCP,
-    RXD_RSSTYPE_IPV4_UDP, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_FLM, RingView,
+    DESC_LEN, RX_STATUS_OFFSET, RXD_ERR_RXE, RXD_STAT_DD, RXD_STAT_EOP, RingView,
 };
-use crate::ixgbe::fdir::{FdirFilter, L4Protocol};
 use crate::ixgbe::regs;
-use crate::toeplitz::{self, KEY_LEN, ToeplitzTable};
+use crate::toeplitz::ToeplitzTable;
 
-/// Largest frame the model takes from a wire (jumbo frames included).
-const MAX_WIRE_FRAME: usize = 16 * 1024;
+/// RDBAL/TDBAL bits 6:0 are ignored: rings are 128-byte aligned (§8.2.3.8.1, §8.2.3.9.5).
+pub(super) const RING_BASE_MASK: u64 = !0x7F;
 
 /// Receive-side state that is not in registers: the packet buffer (frames waiting for a
-/// descriptor) and the cached Toeplitz tables for the current RSSRK.
+/// descriptor) and the cached Toeplitz table for the current RSSRK.
 pub(super) struct RxState {
     fifo: VecDeque<Vec<u8>>,
     fifo_bytes: usize,
     capacity: usize,
-    scratch: Vec<u8>,
-    toeplitz: Option<ToeplitzTable>,
+    /// Frames of the current wire burst, before they enter the packet buffer.
+    arrivals: Vec<Vec<u8>>,
+    pub(super) toeplitz: Option<ToeplitzTable>,
 }
 
 impl RxState {
@@ -34,7 +40,7 @@ impl RxState {
             fifo: VecDeque::new(),
             fifo_bytes: 0,
             capacity,
-            scratch: vec![0; MAX_WIRE_FRAME],
+            arrivals: Vec::with_capacity(STEP_BUDGET),
             toeplitz: None,
         }
     }
@@ -45,146 +51,134 @@ impl RxState {
     }
 }
 
-/// The parts of a frame that steering looks at.
-#[derive(Clone, Copy, Debug, Default)]
-struct Classified {
-    ipv4: Option<(Ipv4Addr, Ipv4Addr)>,
-    l4: Option<(L4Protocol, u16, u16)>,
+/// A receive ring as read from its registers at the start of a batch.
+struct Ring {
+    view: RingView,
+    count: usize,
+    head: usize,
+    tail: usize,
+    buffer_len: usize,
+    drop_when_full: bool,
 }
 
-/// Parses Ethernet + IPv4 + TCP/UDP ports with bounds-checked reads only.
-fn classify(frame: &[u8]) -> Classified {
-    let mut out = Classified::default();
-    if frame.get(12..14) != Some(&[0x08, 0x00]) {
-        return out;
-    }
-    let Some(ip) = frame.get(14..) else { return out };
-    let (Some(&ver_ihl), Some(flags), Some(&proto)) = (ip.first(), ip.get(6..8), ip.get(9)) else {
-        return out;
-    };
-    let ihl = usize::from(ver_ihl & 0x0F) * 4;
-    if ver_ihl >> 4 != 4 || ihl < 20 {
-        return out;
-    }
-    let (Some(src), Some(dst)) = (ip.get(12..16), ip.get(16..20)) else { return out };
-    let addr = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-    out.ipv4 = Some((addr(src), addr(dst)));
-    // Fragments (MF set or non-zero offset) carry no reliable ports (§7.1.2.8.1).
-    let fragmented = (u16::from_be_bytes([flags[0], flags[1]]) & 0x3FFF) != 0;
-    if let (false, Some(l4), Some(ports)) =
-        (fragmented, L4Protocol::from_ip_protocol(proto), ip.get(ihl..ihl + 4))
-    {
-        out.l4 = Some((
-            l4,
-            u16::from_be_bytes([ports[0], ports[1]]),
-            u16::from_be_bytes([ports[2], ports[3]]),
-        ));
-    }
-    out
+enum RingState {
+    /// RXDCTL.ENABLE or RXCTRL.RXEN clear.
+    Disabled,
+    /// Base, length, head or tail do not describe a ring in the DMA window.
+    Invalid,
+    Usable(Ring),
 }
 
-/// Where a frame goes and what the descriptor reports about the steering decision.
-struct Steering {
+/// One queue's part of a batch: its ring and what to write back at the end.
+struct QueueBatch {
     queue: u16,
-    pkt_info: u32,
-    hash_dword: u32,
-    status: u32,
+    state: RingState,
+    head_at_start: usize,
+    received: u32,
+    octets: u64,
+    dropped: u32,
 }
 
-fn rss_key(model: &Model82599) -> [u8; KEY_LEN] {
-    let mut key = [0u8; KEY_LEN];
-    for (i, chunk) in key.chunks_exact_mut(4).enumerate() {
-        chunk.copy_from_slice(&model.regs().peek(regs::rssrk(i)).to_le_bytes());
+impl QueueBatch {
+    fn open(model: &Model82599, queue: u16, rx_enabled: bool) -> Self {
+        let r = model.regs();
+        let mut batch = QueueBatch {
+            queue,
+            state: RingState::Disabled,
+            head_at_start: 0,
+            received: 0,
+            octets: 0,
+            dropped: 0,
+        };
+        if !rx_enabled || r.peek(regs::rxdctl(queue)) & regs::RXDCTL_ENABLE == 0 {
+            return batch;
+        }
+        batch.state = RingState::Invalid;
+        let ring_len = r.peek(regs::rdlen(queue)) as usize;
+        let base = (u64::from(r.peek(regs::rdbal(queue)))
+            | (u64::from(r.peek(regs::rdbah(queue))) << 32))
+            & RING_BASE_MASK;
+        let count = ring_len / DESC_LEN;
+        let head = r.peek(regs::rdh(queue)) as usize;
+        let tail = r.peek(regs::rdt(queue)) as usize;
+        let Some(ring_ptr) = model.handle.dma.translate(base, ring_len) else { return batch };
+        if ring_len % 128 != 0 || count == 0 || head >= count || tail >= count {
+            return batch;
+        }
+        // SAFETY: `translate` checked that the whole ring lies in the DMA window, and the
+        // base is 128-byte aligned in device addresses, whose window starts page-aligned.
+        let view = unsafe { RingView::new(ring_ptr, count) };
+        let srrctl = r.peek(regs::srrctl(queue));
+        let buffer_len = match srrctl & regs::SRRCTL_BSIZEPKT_MASK {
+            0 => 2048, // BSIZEPKT 0 falls back to RCTL's 2 KiB default
+            kib => kib as usize * 1024,
+        };
+        batch.head_at_start = head;
+        batch.state = RingState::Usable(Ring {
+            view,
+            count,
+            head,
+            tail,
+            buffer_len,
+            drop_when_full: srrctl & regs::SRRCTL_DROP_EN != 0,
+        });
+        batch
     }
-    key
-}
 
-fn steer(model: &mut Model82599, c: &Classified) -> Steering {
-    let r = model.regs();
-    let pcsd = r.peek(regs::RXCSUM) & regs::RXCSUM_PCSD != 0;
-    let fdirctrl = r.peek(regs::FDIRCTRL);
-    if fdirctrl & regs::FDIRCTRL_INIT_DONE != 0 {
-        if let (Some((src, dst)), Some((protocol, sport, dport))) = (c.ipv4, c.l4) {
-            let key = r.peek(regs::FDIRHKEY);
-            let f =
-                FdirFilter { protocol, src_ip: src, dst_ip: dst, src_port: sport, dst_port: dport };
-            if let Some(hit) = model.fdir.lookup(key, &f) {
-                ModelCounters::bump(&model.counters.fdir_matches);
-                let report = fdirctrl & regs::FDIRCTRL_REPORT_STATUS != 0;
-                return Steering {
-                    queue: hit.queue,
-                    pkt_info: 0,
-                    hash_dword: if report { hit.soft_id } else { 0 },
-                    status: if report { RXD_STAT_FLM } else { 0 },
-                };
+    /// Writes RDH and the statistics for the frames this batch moved.
+    fn finish(&self, model: &Model82599) {
+        let r = model.regs();
+        if let RingState::Usable(ring) = &self.state {
+            if ring.head != self.head_at_start {
+                r.poke(regs::rdh(self.queue), ring.head as u32);
             }
         }
-    }
-    let r = model.regs();
-    let mrqc = r.peek(regs::MRQC);
-    if mrqc & regs::MRQC_MRQE_MASK != regs::MRQC_MRQE_RSS {
-        return Steering { queue: 0, pkt_info: 0, hash_dword: 0, status: 0 };
-    }
-    let key = rss_key(model);
-    if model.rx.toeplitz.as_ref().map(ToeplitzTable::key) != Some(&key) {
-        model.rx.toeplitz = Some(ToeplitzTable::new(&key));
-    }
-    let Some(table) = model.rx.toeplitz.as_ref() else {
-        return Steering { queue: 0, pkt_info: 0, hash_dword: 0, status: 0 };
-    };
-    let (hash, rss_type) = match (c.ipv4, c.l4) {
-        (Some((s, d)), Some((L4Protocol::Tcp, sp, dp)))
-            if mrqc & regs::MRQC_RSS_FIELD_IPV4_TCP != 0 =>
-        {
-            (
-                table.hash(&toeplitz::ipv4_l4_input(s.octets(), d.octets(), sp, dp)),
-                RXD_RSSTYPE_IPV4_TCP,
-            )
+        if self.received > 0 {
+            r.count(regs::GPRC, self.received);
+            r.count64(regs::GORCL, regs::GORCH, self.octets);
+            if self.queue < regs::STAT_QUEUES {
+                r.count(regs::qprc(self.queue), self.received);
+            }
         }
-        (Some((s, d)), Some((L4Protocol::Udp, sp, dp)))
-            if mrqc & regs::MRQC_RSS_FIELD_IPV4_UDP != 0 =>
-        {
-            (
-                table.hash(&toeplitz::ipv4_l4_input(s.octets(), d.octets(), sp, dp)),
-                RXD_RSSTYPE_IPV4_UDP,
-            )
+        if self.dropped > 0 {
+            r.count(regs::qprdc(self.queue % regs::STAT_QUEUES), self.dropped);
         }
-        (Some((s, d)), _) if mrqc & regs::MRQC_RSS_FIELD_IPV4 != 0 => {
-            (table.hash(&toeplitz::ipv4_input(s.octets(), d.octets())), RXD_RSSTYPE_IPV4)
-        }
-        // Not a hashable packet: RSS output index 0 (§7.1.2.8).
-        _ => return Steering { queue: 0, pkt_info: 0, hash_dword: 0, status: 0 },
-    };
-    let index = (hash & 0x7F) as usize;
-    let entry = model.regs().peek(regs::reta(index / 4)).to_le_bytes()[index % 4];
-    Steering {
-        queue: u16::from(entry & 0x0F),
-        pkt_info: rss_type,
-        hash_dword: if pcsd { hash } else { 0 },
-        status: 0,
     }
 }
 
-fn accepts_destination(model: &Model82599, frame: &[u8]) -> bool {
-    let r = model.regs();
-    let fctrl = r.peek(regs::FCTRL);
-    let Some(dst) = frame.get(..6) else { return false };
-    if fctrl & regs::FCTRL_UPE != 0 {
-        return true;
+/// Everything one receive batch reads once and writes back once.
+struct RxBatch {
+    steering: SteeringConfig,
+    rx_enabled: bool,
+    /// Queues this batch has touched; a handful at most, so a linear search is fastest.
+    queues: Vec<QueueBatch>,
+}
+
+impl RxBatch {
+    fn start(model: &mut Model82599) -> Self {
+        RxBatch {
+            steering: SteeringConfig::read(model),
+            rx_enabled: model.regs().peek(regs::RXCTRL) & regs::RXCTRL_RXEN != 0,
+            queues: Vec::new(),
+        }
     }
-    if dst == [0xFF; 6] {
-        return fctrl & regs::FCTRL_BAM != 0;
+
+    fn queue(&mut self, model: &Model82599, queue: u16) -> &mut QueueBatch {
+        let index = match self.queues.iter().position(|b| b.queue == queue) {
+            Some(i) => i,
+            None => {
+                self.queues.push(QueueBatch::open(model, queue, self.rx_enabled));
+                self.queues.len() - 1
+            }
+        };
+        &mut self.queues[index]
     }
-    if dst[0] & 1 != 0 {
-        return fctrl & regs::FCTRL_MPE != 0;
+
+    fn finish(self, model: &Model82599) {
+        for queue in &self.queues {
+            queue.finish(model);
+        }
     }
-    let rah = r.peek(regs::rah(0));
-    if rah & regs::RAH_AV == 0 {
-        return false;
-    }
-    let low = r.peek(regs::ral(0)).to_le_bytes();
-    let high = rah.to_le_bytes();
-    dst == [low[0], low[1], low[2], low[3], high[0], high[1]]
 }
 
 enum Outcome {
@@ -195,54 +189,51 @@ enum Outcome {
     Wait,
 }
 
-fn deliver(model: &mut Model82599, frame: &[u8]) -> Outcome {
-    if !accepts_destination(model, frame) {
+fn deliver(model: &Model82599, batch: &mut RxBatch, frame: &[u8]) -> Outcome {
+    if !batch.steering.accepts_destination(frame) {
         ModelCounters::bump(&model.counters.rx_filtered);
         return Outcome::Done;
     }
-    let steering = steer(model, &classify(frame));
-    let q = steering.queue;
-    let r = model.regs();
-    let rxdctl = r.peek(regs::rxdctl(q));
-    if rxdctl & regs::RXDCTL_ENABLE == 0 || r.peek(regs::RXCTRL) & regs::RXCTRL_RXEN == 0 {
-        ModelCounters::bump(&model.counters.rx_disabled_drops);
-        r.count(regs::qprdc(q % regs::STAT_QUEUES), 1);
-        return Outcome::Done;
-    }
-    let ring_len = r.peek(regs::rdlen(q)) as usize;
-    let base = u64::from(r.peek(regs::rdbal(q))) | (u64::from(r.peek(regs::rdbah(q))) << 32);
-    let count = ring_len / DESC_LEN;
-    let head = r.peek(regs::rdh(q)) as usize;
-    let tail = r.peek(regs::rdt(q)) as usize;
-    let ring_ptr = model.handle.dma.translate(base, ring_len);
-    let (Some(ring_ptr), true) =
-        (ring_ptr, ring_len % 128 == 0 && count > 0 && head < count && tail < count)
-    else {
-        ModelCounters::bump(&model.counters.bad_rings);
-        r.count(regs::qprdc(q % regs::STAT_QUEUES), 1);
-        return Outcome::Done;
+    let steering = batch.steering.steer(model, &classify(frame));
+    let queue = batch.queue(model, steering.queue);
+    let ring = match &mut queue.state {
+        RingState::Usable(ring) => ring,
+        RingState::Disabled => {
+            ModelCounters::bump(&model.counters.rx_disabled_drops);
+            queue.dropped += 1;
+            return Outcome::Done;
+        }
+        RingState::Invalid => {
+            ModelCounters::bump(&model.counters.bad_rings);
+            queue.dropped += 1;
+            return Outcome::Done;
+        }
     };
-    let srrctl = r.peek(regs::srrctl(q));
-    if head == tail {
-        if srrctl & regs::SRRCTL_DROP_EN != 0 {
+    if ring.head == ring.tail {
+        // Software may have returned descriptors since the batch read RDT.
+        let tail = model.regs().peek(regs::rdt(queue.queue)) as usize;
+        if tail >= ring.count {
+            ModelCounters::bump(&model.counters.bad_rings);
+            queue.dropped += 1;
+            return Outcome::Done;
+        }
+        // `peek` is an acquire load, pairing with the driver's release of RDT: the
+        // descriptors it wrote before the tail are visible now.
+        ring.tail = tail;
+    }
+    if ring.head == ring.tail {
+        if ring.drop_when_full {
             ModelCounters::bump(&model.counters.rx_no_descriptor_drops);
-            r.count(regs::qprdc(q % regs::STAT_QUEUES), 1);
+            queue.dropped += 1;
             return Outcome::Done;
         }
         return Outcome::Wait;
     }
-    // SAFETY: `translate` checked that the whole ring lies in the DMA window; its base is
-    // 128-byte aligned when RDBAL is (a misaligned base only makes accesses slower on x86,
-    // and RingView rounds offsets down to natural alignment within the ring).
-    let ring = unsafe { RingView::new(ring_ptr, count) };
-    let buffer_addr = ring.read_u64(head, 0);
-    let buffer_len = match srrctl & regs::SRRCTL_BSIZEPKT_MASK {
-        0 => 2048, // BSIZEPKT 0 falls back to RCTL's 2 KiB default
-        kib => kib as usize * 1024,
-    };
+    let head = ring.head;
+    let buffer_addr = ring.view.read_u64(head, 0);
     let mut status = RXD_STAT_DD | RXD_STAT_EOP | steering.status;
     let mut written = frame.len();
-    if frame.len() > buffer_len {
+    if frame.len() > ring.buffer_len {
         // Real hardware would continue in the next descriptor; the model has no chaining.
         ModelCounters::bump(&model.counters.rx_oversize);
         status |= RXD_ERR_RXE;
@@ -256,46 +247,58 @@ fn deliver(model: &mut Model82599, frame: &[u8]) -> Outcome {
         status |= RXD_ERR_RXE;
         written = 0;
     }
-    ring.write_u32(head, 0, steering.pkt_info);
-    ring.write_u32(head, 4, steering.hash_dword);
-    ring.write_u32(head, 12, written as u32);
+    ring.view.write_u32(head, 0, steering.pkt_info);
+    ring.view.write_u32(head, 4, steering.hash_dword);
+    ring.view.write_u32(head, 12, written as u32);
     // The buffer and the rest of the write-back must be visible before DD hands the
     // descriptor to software.
-    ring.status(head, RX_STATUS_OFFSET).store(status, Ordering::Release);
-    r.poke(regs::rdh(q), ((head + 1) % count) as u32);
+    ring.view.status(head, RX_STATUS_OFFSET).store(status, Ordering::Release);
+    ring.head = (head + 1) % ring.count;
     if written > 0 {
+        queue.received += 1;
         // Octet counters include the 4-byte FCS the MAC stripped (§8.2.3.23.22).
-        r.count(regs::GPRC, 1);
-        r.count64(regs::GORCL, regs::GORCH, written as u64 + 4);
-        if q < regs::STAT_QUEUES {
-            r.count(regs::qprc(q), 1);
-        }
+        queue.octets += written as u64 + 4;
     }
     Outcome::Done
 }
 
 /// Moves frames from the wire into the packet buffer and from there into receive queues.
 pub(super) fn process(model: &mut Model82599) -> usize {
-    let mut work = 0;
-    for _ in 0..STEP_BUDGET {
-        let Ok(Some(n)) = model.wire.receive(&mut model.rx.scratch) else { break };
-        work += 1;
-        ModelCounters::bump(&model.counters.wire_rx_frames);
-        let frame = model.rx.scratch.get(..n).unwrap_or_default().to_vec();
-        if model.rx.fifo_bytes + n > model.rx.capacity {
-            model.regs().count(regs::mpc(0), 1);
-        } else {
-            model.rx.fifo_bytes += n;
-            model.rx.fifo.push_back(frame);
+    let arrived = {
+        let Model82599 { wire, buffers, rx, .. } = &mut *model;
+        wire.receive_batch(STEP_BUDGET, buffers, &mut rx.arrivals).unwrap_or(0)
+    };
+    let mut work = arrived;
+    if !model.rx.arrivals.is_empty() {
+        model.counters.wire_rx_frames.fetch_add(arrived as u64, Ordering::Relaxed);
+        let mut missed = 0;
+        let Model82599 { buffers, rx, .. } = &mut *model;
+        for frame in rx.arrivals.drain(..) {
+            if rx.fifo_bytes + frame.len() > rx.capacity {
+                missed += 1;
+                buffers.recycle(frame);
+            } else {
+                rx.fifo_bytes += frame.len();
+                rx.fifo.push_back(frame);
+            }
+        }
+        if missed > 0 {
+            model.regs().count(regs::mpc(0), missed);
         }
     }
+    if model.rx.fifo.is_empty() {
+        return work;
+    }
+    // Descriptors software handed over (tail writes) are read after the tail itself.
     fence(Ordering::Acquire);
+    let mut batch = RxBatch::start(model);
     for _ in 0..STEP_BUDGET {
         let Some(frame) = model.rx.fifo.pop_front() else { break };
-        match deliver(model, &frame) {
+        match deliver(model, &mut batch, &frame) {
             Outcome::Done => {
                 work += 1;
                 model.rx.fifo_bytes -= frame.len();
+                model.buffers.recycle(frame);
             }
             Outcome::Wait => {
                 model.rx.fifo.push_front(frame);
@@ -303,41 +306,6 @@ pub(super) fn process(model: &mut Model82599) -> usize {
             }
         }
     }
+    batch.finish(model);
     work
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tcp_frame(sport: u16, dport: u16) -> Vec<u8> {
-        let mut f = vec![0u8; 54];
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        f[14] = 0x45;
-        f[23] = 6;
-        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
-        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
-        f[34..36].copy_from_slice(&sport.to_be_bytes());
-        f[36..38].copy_from_slice(&dport.to_be_bytes());
-        f
-    }
-
-    #[test]
-    fn classify_extracts_the_4_tuple() {
-        let c = classify(&tcp_frame(1234, 80));
-        assert_eq!(c.ipv4, Some((Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))));
-        assert_eq!(c.l4, Some((L4Protocol::Tcp, 1234, 80)));
-    }
-
-    #[test]
-    fn classify_ignores_ports_of_fragments_and_survives_truncation() {
-        let mut f = tcp_frame(1, 2);
-        f[20] = 0x20; // MF
-        assert!(classify(&f).l4.is_none());
-        assert!(classify(&f).ipv4.is_some());
-        for len in 0..54 {
-            let c = classify(&tcp_frame(1, 2)[..len]);
-            assert!(len >= 38 || c.l4.is_none(), "length {len}");
-        }
-    }
 }

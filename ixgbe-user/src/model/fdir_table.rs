@@ -36,6 +36,11 @@ impl FdirTable {
     pub(super) fn len(&self) -> usize {
         self.buckets.values().map(Vec::len).sum()
     }
+
+    /// No filter programmed: every lookup would miss, so the receive path skips hashing.
+    pub(super) fn is_empty(&self) -> bool {
+        self.buckets.values().all(Vec::is_empty)
+    }
 }
 
 /// Executes an FDIRCMD write, then reports completion by clearing the command field.

@@ -10,6 +10,13 @@
 //! and from transmit queues onto the wire, and keeps LINKS current. Tests call `step`
 //! directly for determinism, or hand engines to a [`ModelRunner`] thread.
 //!
+//! A step works in batches of up to 64 frames per queue, as DMA engines do: one
+//! call to the wire per direction, frame buffers recycled through [`FrameBuffers`] (each
+//! frame is copied once out of transmit DMA memory and once into receive DMA memory),
+//! steering and ring registers read once per batch and head pointers and statistics
+//! written back once per batch. Descriptor write-back (DD) stays per descriptor, so the
+//! driver sees each frame as soon as it lands.
+//!
 //! What is modelled: the bits the driver polls (CTRL.RST self-clearing, EEC.ARD,
 //! RDRXCTL.DMAIDONE, RXDCTL/TXDCTL.ENABLE read-back, LINKS.UP and speed, FDIRCTRL.INIT_DONE,
 //! FDIRCMD completion), clear-on-read statistics (GPRC, GPTC, GORC, GOTC, MPC, QPRC, QPTC,
@@ -28,6 +35,7 @@ mod engine_rx;
 mod engine_tx;
 mod fdir_table;
 pub mod regfile;
+mod steering;
 
 use std::fmt;
 use std::io;
@@ -39,7 +47,7 @@ use std::time::Duration;
 
 use crate::dma::SharedDmaWindow;
 use crate::ixgbe::regs;
-use crate::link::WireBackend;
+use crate::link::{FrameBuffers, WireBackend};
 pub use regfile::RegisterFile;
 
 use fdir_table::FdirTable;
@@ -169,6 +177,8 @@ pub struct Model82599 {
     config: ModelConfig,
     handle: ModelHandle,
     wire: Box<dyn WireBackend>,
+    /// Frame buffers recycled between the transmit path, the wire and the receive path.
+    buffers: FrameBuffers,
     counters: Arc<ModelCounters>,
     phase: BootPhase,
     fdir: FdirTable,
@@ -202,6 +212,7 @@ impl Model82599 {
             config,
             handle,
             wire,
+            buffers: FrameBuffers::default(),
             counters: Arc::new(ModelCounters::default()),
             phase: BootPhase::EepromLoad,
             fdir: FdirTable::default(),
@@ -292,6 +303,9 @@ impl Model82599 {
     /// happened.
     fn apply_requests(&mut self) -> (usize, bool) {
         let mut work = 0;
+        if !self.regs().requests_posted() {
+            return (0, false);
+        }
         if let Some(ctrl) = self.regs().take_request(0) {
             work += 1;
             if ctrl & regs::CTRL_RST_MASK != 0 {
@@ -322,9 +336,7 @@ impl Model82599 {
             }
             if let Some(v) = self.regs().take_request(3 + regs::MAX_QUEUES as usize + q as usize) {
                 work += 1;
-                if v & regs::TXDCTL_ENABLE == 0 {
-                    self.tx.forget_queue(q);
-                }
+                self.tx.set_enabled(q, v & regs::TXDCTL_ENABLE != 0);
                 self.regs().poke(regs::txdctl(q), v);
             }
         }
@@ -381,3 +393,6 @@ impl Drop for ModelRunner {
         let _ = self.stop_thread();
     }
 }
+
+#[cfg(test)]
+mod tests;

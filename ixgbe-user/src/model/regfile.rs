@@ -13,7 +13,9 @@
 //!   FDIRCMD completion) wait on the engine just as they would on the silicon.
 //!
 //! Layout of the shared file: `[0, 512 KiB)` registers, then one page of 64-bit request
-//! slots (bit 32 = pending, bits 31:0 = value), then a header page with a magic number.
+//! slots (bit 32 = pending, bits 31:0 = value), then a header page with a magic number and
+//! a request sequence number that every latched write bumps, so the engine looks at the
+//! request slots only when there is something in them.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -24,6 +26,7 @@ use crate::ixgbe::regs;
 
 const REQUESTS_OFFSET: usize = regs::BAR0_LEN;
 const MAGIC_OFFSET: usize = regs::BAR0_LEN + 4096;
+const REQUEST_SEQ_OFFSET: usize = MAGIC_OFFSET + 8;
 const FILE_LEN: usize = regs::BAR0_LEN + 8192;
 const MAGIC: u64 = 0x6e65_7470_6f70_5247; // "netpopRG"
 const PENDING: u64 = 1 << 32;
@@ -58,13 +61,15 @@ pub(crate) const REQUEST_SLOTS: usize = 3 + 2 * regs::MAX_QUEUES as usize;
 #[derive(Debug)]
 pub struct RegisterFile {
     memory: SharedMemory,
+    /// The request sequence number the engine last saw (engine side only).
+    requests_seen: std::sync::atomic::AtomicU64,
 }
 
 impl RegisterFile {
     /// Creates a zeroed register file in a new memfd.
     pub fn create() -> io::Result<Self> {
         let memory = SharedMemory::create("netpop-82599-bar0", FILE_LEN)?;
-        let file = RegisterFile { memory };
+        let file = RegisterFile { memory, requests_seen: Default::default() };
         file.magic().store(MAGIC, Ordering::Release);
         Ok(file)
     }
@@ -75,7 +80,7 @@ impl RegisterFile {
         if memory.len() != FILE_LEN {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a model register file"));
         }
-        let file = RegisterFile { memory };
+        let file = RegisterFile { memory, requests_seen: Default::default() };
         if file.magic().load(Ordering::Acquire) != MAGIC {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a model register file"));
         }
@@ -128,6 +133,10 @@ impl RegisterFile {
                 let old = r.load(Ordering::Acquire);
                 r.store((value & !enable_bit) | (old & enable_bit), Ordering::Release);
                 request.store(PENDING | u64::from(value), Ordering::Release);
+                // After the slot: an engine that sees the new number finds the request.
+                if let Some(seq) = self.memory.atomic_u64(REQUEST_SEQ_OFFSET) {
+                    seq.fetch_add(1, Ordering::AcqRel);
+                }
             }
         } else if let Some(r) = self.reg(offset) {
             r.store(value, Ordering::Release);
@@ -162,9 +171,23 @@ impl RegisterFile {
         }
     }
 
+    /// Engine side: whether a latched write may have arrived since the last call, i.e.
+    /// whether the request slots need to be looked at. The first call answers true.
+    pub(crate) fn requests_posted(&self) -> bool {
+        let Some(seq) = self.memory.atomic_u64(REQUEST_SEQ_OFFSET) else { return true };
+        let now = seq.load(Ordering::Acquire);
+        // One more than the number read, so that the initial zero also counts as news.
+        let now = now.wrapping_add(1);
+        self.requests_seen.swap(now, Ordering::Relaxed) != now
+    }
+
     /// Engine side: takes the pending request of a latched slot.
     pub(crate) fn take_request(&self, slot: usize) -> Option<u32> {
         let request = self.memory.atomic_u64(REQUESTS_OFFSET + 8 * slot)?;
+        // A plain load first: most slots are empty and a swap would dirty their line.
+        if request.load(Ordering::Acquire) & PENDING == 0 {
+            return None;
+        }
         let raw = request.swap(0, Ordering::AcqRel);
         (raw & PENDING != 0).then_some(raw as u32)
     }

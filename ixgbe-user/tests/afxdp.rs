@@ -212,7 +212,10 @@ fn driver_mode_two_queues_each_socket_receives_its_queue_and_both_transmit() {
     }
     let per_queue = |q: u32| seen.values().filter(|a| a[0] == q).count();
     assert!(per_queue(0) > 0 && per_queue(1) > 0, "all flows on one queue: {seen:?}");
-    assert_eq!(queues[0].stats().rx_packets + queues[1].stats().rx_packets, 64);
+    // The counters see every frame, and the kernel may add its own (IPv6 neighbour
+    // discovery, an ARP probe) to the 64 datagrams.
+    let counted = queues[0].stats().rx_packets + queues[1].stats().rx_packets;
+    assert!((64..64 + 8).contains(&counted), "{counted} frames counted for 64 datagrams");
 
     // Transmit through each queue to a kernel socket.
     let received = fixture

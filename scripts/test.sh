@@ -35,7 +35,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # --- tests ----------------------------------------------------------------------------
 step "cargo test (workspace)"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

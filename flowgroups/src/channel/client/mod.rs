@@ -113,6 +113,9 @@ pub struct Client {
     layout: AppLayout,
     app_id: u32,
     home: u16,
+    /// Instances alive when the app registered (bit i: instance i): listeners are
+    /// replicated to these, connections opened on these. Never empty; has `home`.
+    live: u16,
     wake: EventFd,
     /// One per instance, or none (then instances must poll their rings).
     doorbells: Vec<EventFd>,
@@ -149,9 +152,9 @@ impl Client {
         let hello = RegistrationMessage::Register { pid: std::process::id() }.encode();
         send_fds(&sock, &hello, &[])?;
         let (msg, mut fds) = read_message(&mut sock, 2)?;
-        let (app_id, home, layout, doorbell_count) = match msg {
-            RegistrationMessage::Registered { app_id, home, layout, doorbells } => {
-                (app_id, home, layout, doorbells)
+        let (app_id, home, layout, doorbell_count, live) = match msg {
+            RegistrationMessage::Registered { app_id, home, layout, doorbells, live } => {
+                (app_id, home, layout, doorbells, live)
             }
             RegistrationMessage::Refused { errno } => return Err(errno.to_io()),
             _ => return Err(invalid("unexpected registration reply")),
@@ -177,6 +180,7 @@ impl Client {
         }
         let segment = AppSegment::open(seg_fd, layout, Some(app_id)).map_err(shm_io)?;
         let mut client = Client::from_parts(segment, EventFd::from_fd(wake_fd)?, home, doorbells)?;
+        client.set_live_instances(live)?;
         client.registration = Mutex::new(Some(sock));
         Ok(client)
     }
@@ -215,6 +219,7 @@ impl Client {
             layout,
             app_id,
             home,
+            live: super::proto::all_instances(layout.instances),
             wake,
             doorbells,
             requests,
@@ -241,6 +246,23 @@ impl Client {
         self.home
     }
 
+    /// Restricts the instances this app uses to `live` (bit i: instance i), as the plane's
+    /// `Registered` names them; a client from [`Client::from_parts`] uses all of them.
+    /// The mask must name the home instance and no instance outside the layout.
+    pub fn set_live_instances(&mut self, live: u16) -> io::Result<()> {
+        let every = super::proto::all_instances(self.layout.instances);
+        if live & !every != 0 || live & (1 << self.home) == 0 {
+            return Err(invalid("live-instance mask without the home instance or out of range"));
+        }
+        self.live = live;
+        Ok(())
+    }
+
+    /// The instances this app uses, in index order.
+    pub fn live_instances(&self) -> Vec<u16> {
+        (0..self.layout.instances).filter(|&i| self.live & (1 << i) != 0).collect()
+    }
+
     /// The segment's layout.
     pub fn layout(&self) -> AppLayout {
         self.layout
@@ -256,8 +278,8 @@ impl Client {
     // ---------------------------------------------------------------------------------
     // Socket operations
 
-    /// Opens a listener on `port` on every instance (DESIGN.md: listeners are replicated).
-    /// A port another app (for example the parent of a forked child) already listens on is
+    /// Opens a listener on `port` on every live instance (DESIGN.md: listeners are
+    /// replicated; see [`Client::live_instances`]). A port another app (for example the parent of a forked child) already listens on is
     /// shared with it.
     pub fn listen(&self, port: u16, backlog: u32) -> io::Result<SocketId> {
         if port == 0 {
@@ -267,7 +289,7 @@ impl Client {
         let slot = self.alloc_slot()?;
         let sock = SocketId(slot);
         let mut tags = Vec::new();
-        for i in 0..self.layout.instances {
+        for i in self.live_instances() {
             match self.submit(i, Request::Listen { sock, port, backlog }) {
                 Ok(tag) => tags.push((i, tag)),
                 Err(e) => {
@@ -419,7 +441,8 @@ impl Client {
         let sock = SocketId(slot);
         let n = self.layout.instances;
         let mut started = false;
-        for instance in (0..n).map(|k| (self.home + k) % n) {
+        let live = (0..n).map(|k| (self.home + k) % n).filter(|&i| self.live & (1 << i) != 0);
+        for instance in live {
             match self.call(instance, Request::Connect { sock, addr, local_port })? {
                 Completion::Connecting { local, .. } => {
                     self.attach_stream(slot, instance, local, addr)?;
@@ -671,7 +694,7 @@ impl Client {
             let mut kind = lock(&entry.kind);
             let targets = match &*kind {
                 // Unsubscribing is the same either way; say Close.
-                SlotKind::Listener { .. } => ((0..self.layout.instances).collect(), Ending::Close),
+                SlotKind::Listener { .. } => (self.live_instances(), Ending::Close),
                 SlotKind::Stream { owner, .. } => (vec![*owner], how),
                 _ => return Err(err(Errno::EBADF)),
             };
@@ -734,7 +757,7 @@ impl Client {
     pub fn set_option(&self, s: SocketId, option: SockOption) -> io::Result<()> {
         let targets: Vec<u16> = match &*lock(&self.slot(s.0)?.kind) {
             SlotKind::Stream { owner, .. } => vec![*owner],
-            SlotKind::Listener { .. } => (0..self.layout.instances).collect(),
+            SlotKind::Listener { .. } => self.live_instances(),
             _ => return Err(err(Errno::EBADF)),
         };
         let mut tags = Vec::new();

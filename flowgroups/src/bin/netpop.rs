@@ -22,7 +22,9 @@ usage:
       --wire tap:NAME|packet:IF|unix:PATH
                                wire of the model (sim only; unix: a SOCK_SEQPACKET socket whose
                                peer listens at PATH, one frame per record, no privileges)
-      --queues Q               kernel instances, 1..16 (default 1)
+      --queues Q               kernel instances, 1..16 (default 1); with afxdp exactly the
+                               interface's receive queue count (ethtool -l; change it with
+                               ethtool -L), since frames on an unserved queue would be lost
       --gateway G              default gateway
       --mac M                  MAC address (default: the NIC's; sim: 02:00:00:82:59:90)
       --mtu BYTES              link MTU (default 1500)

@@ -689,6 +689,34 @@ fn free_hugepages() -> u64 {
         .unwrap_or(0)
 }
 
+/// `--nic afxdp:IF` serves queue i with instance i, and the NIC's own RSS spreads flows
+/// over all `rx` receive queues (netpop does not reprogram its indirection table), so the
+/// instances must be exactly as many as the queues: a frame on a queue no instance serves
+/// would be lost, and with it every connection whose hash lands there. `rx` 0 means sysfs
+/// did not say; then the check is left to the bind.
+pub fn check_afxdp_queues(interface: &str, rx: usize, queues: u16) -> Result<(), ConfigError> {
+    let q = usize::from(queues);
+    if rx == 0 || q == rx {
+        return Ok(());
+    }
+    if q > rx {
+        return Err(ConfigError::Environment(format!(
+            "--nic afxdp:{interface} has {rx} receive queue(s); --queues {q} is too many \
+             (use --queues {rx}, or add queues with ethtool -L {interface} rx {q} or combined {q}, \
+             depending on the driver)"
+        )));
+    }
+    let use_all =
+        if rx <= MAX_INSTANCES { format!("use --queues {rx}, or ") } else { String::new() };
+    Err(ConfigError::Environment(format!(
+        "--nic afxdp:{interface} has {rx} receive queues but --queues {q} serves only {q} of \
+         them: frames the NIC's RSS puts on queues {q}..{last} would be lost. {use_all}\
+         reduce the interface to {q} queue(s) first: ethtool -L {interface} rx {q} (or \
+         combined {q}, depending on the driver)",
+        last = rx - 1,
+    )))
+}
+
 /// Checks what the configuration needs from the machine: privileges, interfaces, PCI
 /// devices, hugepages, CPUs.
 pub fn check_environment(c: &UpConfig) -> Result<(), ConfigError> {
@@ -728,13 +756,7 @@ pub fn check_environment(c: &UpConfig) -> Result<(), ConfigError> {
                     "--nic afxdp:{interface}: no such interface"
                 )));
             }
-            let rx = interface_rx_queues(interface);
-            if rx != 0 && usize::from(c.queues) > rx {
-                return Err(ConfigError::Environment(format!(
-                    "--nic afxdp:{interface} has {rx} receive queue(s); --queues {} is too many",
-                    c.queues
-                )));
-            }
+            check_afxdp_queues(interface, interface_rx_queues(interface), c.queues)?;
         }
         NicSpec::Ixgbe { pci } => {
             need_root("--nic ixgbe")?;
@@ -911,6 +933,23 @@ mod tests {
             assert!(err.to_string().contains(option), "{extra}: {err}");
             assert!(err.to_string().contains(why), "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn afxdp_needs_one_instance_per_receive_queue() {
+        assert_eq!(check_afxdp_queues("eth0", 4, 4), Ok(()));
+        assert_eq!(check_afxdp_queues("eth0", 0, 2), Ok(()), "sysfs silent: left to the bind");
+        let few = check_afxdp_queues("eth0", 4, 2).unwrap_err().to_string();
+        for needed in
+            ["4 receive queues", "--queues 2", "queues 2..3", "--queues 4", "ethtool -L eth0"]
+        {
+            assert!(few.contains(needed), "{needed:?} missing: {few}");
+        }
+        let many = check_afxdp_queues("eth0", 2, 4).unwrap_err().to_string();
+        assert!(many.contains("too many") && many.contains("--queues 2"), "{many}");
+        let huge = check_afxdp_queues("eth0", 64, 16).unwrap_err().to_string();
+        assert!(!huge.contains("--queues 64"), "more queues than instances can exist: {huge}");
+        assert!(huge.contains("ethtool -L eth0 rx 16"), "{huge}");
     }
 
     #[test]

@@ -69,6 +69,8 @@ enum SlotKind {
         backlog: u32,
     },
     Stream {
+        /// The instance that accepted or opened it; [`Client::serving_instance`] says
+        /// which one serves it now.
         owner: u16,
         local: SocketAddrV4,
         peer: SocketAddrV4,
@@ -665,7 +667,7 @@ impl Client {
                     if matches!(how, ShutdownHow::Write | ShutdownHow::Both) {
                         *shut_wr = true;
                     }
-                    *owner
+                    self.serving_instance(s.0, *owner)
                 }
                 _ => return Err(err(Errno::ENOTCONN)),
             }
@@ -695,7 +697,7 @@ impl Client {
             let targets = match &*kind {
                 // Unsubscribing is the same either way; say Close.
                 SlotKind::Listener { .. } => (self.live_instances(), Ending::Close),
-                SlotKind::Stream { owner, .. } => (vec![*owner], how),
+                SlotKind::Stream { owner, .. } => (vec![self.serving_instance(s.0, *owner)], how),
                 _ => return Err(err(Errno::EBADF)),
             };
             *kind = SlotKind::Closing;
@@ -756,7 +758,7 @@ impl Client {
     /// listener's options to the connections accepted from it).
     pub fn set_option(&self, s: SocketId, option: SockOption) -> io::Result<()> {
         let targets: Vec<u16> = match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, .. } => vec![*owner],
+            SlotKind::Stream { owner, .. } => vec![self.serving_instance(s.0, *owner)],
             SlotKind::Listener { .. } => self.live_instances(),
             _ => return Err(err(Errno::EBADF)),
         };
@@ -787,7 +789,7 @@ impl Client {
     /// Addresses, TCP state and queue sizes of a connection, from its instance.
     pub fn info(&self, s: SocketId) -> io::Result<SocketInfo> {
         let owner = match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, .. } => *owner,
+            SlotKind::Stream { owner, .. } => self.serving_instance(s.0, *owner),
             SlotKind::Listener { .. } => self.home,
             _ => return Err(err(Errno::EBADF)),
         };
@@ -918,13 +920,29 @@ impl Client {
         }
     }
 
+    /// The instance that serves connection `slot` now. A live migration moves a
+    /// connection to another instance, which then writes its index into the slot's Owner
+    /// word; requests sent to the instance the app first knew (`first`) would still arrive,
+    /// handed on by it, but a hop and a wake-up later. The word lives in the app's own
+    /// memory, so a value that names no instance this app uses is ignored.
+    fn serving_instance(&self, slot: u32, first: u16) -> u16 {
+        self.seg
+            .socket_word(slot, SocketField::Owner)
+            .ok()
+            .and_then(|w| u16::try_from(w.load(Ordering::Acquire)).ok())
+            .filter(|&i| i < self.layout.instances && self.live & (1 << i) != 0)
+            .unwrap_or(first)
+    }
+
     fn is_listener(&self, slot: u32) -> bool {
         self.slot(slot).is_ok_and(|e| matches!(&*lock(&e.kind), SlotKind::Listener { .. }))
     }
 
     fn stream_of(&self, s: SocketId) -> io::Result<(u16, bool)> {
         match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, shut_wr, .. } => Ok((*owner, *shut_wr)),
+            SlotKind::Stream { owner, shut_wr, .. } => {
+                Ok((self.serving_instance(s.0, *owner), *shut_wr))
+            }
             SlotKind::Listener { .. } => Err(err(Errno::ENOTCONN)),
             _ => Err(err(Errno::EBADF)),
         }

@@ -830,16 +830,6 @@ pub enum RegistrationMessage {
     },
 }
 
-/// The live-instance mask naming all of `instances` (at most [`super::MAX_INSTANCES`],
-/// 16, so it fits).
-pub fn all_instances(instances: u16) -> u16 {
-    match instances {
-        0 => 0,
-        n if n >= 16 => u16::MAX,
-        n => (1u16 << n) - 1,
-    }
-}
-
 fn le_u16(b: &[u8; MESSAGE_LEN], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -916,7 +906,7 @@ impl RegistrationMessage {
                 if doorbells != 0 && doorbells != layout.instances {
                     return Err(ProtoError::BadArgument("doorbell count"));
                 }
-                let every = all_instances(layout.instances);
+                let every = super::all_instances(layout.instances);
                 let live = match le_u16(b, 30) {
                     0 => every,
                     mask if mask & !every != 0 || mask & (1 << home) == 0 => {
@@ -1113,8 +1103,8 @@ mod tests {
         assert_eq!(live_of(0b10), Ok(0b10));
         assert!(live_of(0b01).is_err(), "the home instance must be alive");
         assert!(live_of(0b110).is_err(), "instance 2 of 2 does not exist");
-        assert_eq!(all_instances(16), u16::MAX);
-        assert_eq!(all_instances(3), 0b111);
+        assert_eq!(crate::channel::all_instances(16), u16::MAX);
+        assert_eq!(crate::channel::all_instances(3), 0b111);
     }
 
     #[test]

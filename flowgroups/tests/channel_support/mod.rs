@@ -379,7 +379,8 @@ pub fn register_through_plane(
     app_id: u32,
     tag: &str,
 ) -> (Client, std::os::unix::net::UnixStream) {
-    use flowgroups::channel::proto::{MESSAGE_LEN, RegistrationMessage, all_instances};
+    use flowgroups::channel::all_instances;
+    use flowgroups::channel::proto::{MESSAGE_LEN, RegistrationMessage};
     use flowgroups::shm::send_fds;
     use std::io::Read;
     use std::os::fd::AsFd;

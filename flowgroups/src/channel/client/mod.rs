@@ -221,7 +221,7 @@ impl Client {
             layout,
             app_id,
             home,
-            live: super::proto::all_instances(layout.instances),
+            live: super::all_instances(layout.instances),
             wake,
             doorbells,
             requests,
@@ -252,7 +252,7 @@ impl Client {
     /// `Registered` names them; a client from [`Client::from_parts`] uses all of them.
     /// The mask must name the home instance and no instance outside the layout.
     pub fn set_live_instances(&mut self, live: u16) -> io::Result<()> {
-        let every = super::proto::all_instances(self.layout.instances);
+        let every = super::all_instances(self.layout.instances);
         if live & !every != 0 || live & (1 << self.home) == 0 {
             return Err(invalid("live-instance mask without the home instance or out of range"));
         }

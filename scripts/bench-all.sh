@@ -54,6 +54,13 @@ if [[ $plots_only == 0 ]] && wanted tcp; then
     cargo bench -p netpop-benches --bench tcp_compare --bench tcp_lifecycles --no-run --quiet 2>/dev/null
 fi
 
+# The same for the balancing benchmark: bench-balance.sh runs a release build of the
+# flowgroups tests, which would otherwise count against its cap.
+if [[ $plots_only == 0 ]] && wanted balance && [[ -x scripts/bench-balance.sh ]]; then
+    log "building the flowgroups balancing bench (release)"
+    cargo test --release --quiet -p flowgroups --test netpop_live --no-run 2>/dev/null
+fi
+
 render() {
     log "drawing $OUT/*.svg from $RESULTS/"
     "$PLOT" render --results "$RESULTS" --out "$OUT"

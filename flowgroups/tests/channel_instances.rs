@@ -192,7 +192,8 @@ fn registration_over_a_unix_socket_hands_over_segment_and_fds() {
         let layout = layout(1);
         let segment = AppSegment::create(layout, 42, pid).unwrap();
         let wake = EventFd::new().unwrap();
-        let reply = RegistrationMessage::Registered { app_id: 42, home: 0, layout, doorbells: 1 };
+        let reply =
+            RegistrationMessage::Registered { app_id: 42, home: 0, layout, doorbells: 1, live: 1 };
         send_fds(&conn, &reply.encode(), &[segment.segment().fd(), wake.as_fd()]).unwrap();
         let bells = RegistrationMessage::Doorbells { count: 1 };
         send_fds(&conn, &bells.encode(), &[doorbell.as_fd()]).unwrap();

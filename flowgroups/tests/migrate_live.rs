@@ -257,6 +257,8 @@ fn a_group_with_twenty_streaming_connections_moves_without_losing_a_byte() {
     let mut resets = 0u32;
     let mut moved_at = None;
     let mut requests_before = 0;
+    // Instance 0's request count when the move finished (the connections live on 1).
+    let mut old_owner_requests_at_done = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut buf = vec![0u8; 16384];
     loop {
@@ -324,6 +326,10 @@ fn a_group_with_twenty_streaming_connections_moves_without_losing_a_byte() {
             plane.start(&mut net, Move { group, from: 0, to: 1 });
             moved_at = Some(total_got);
         }
+        if moved_at.is_some() && plane.done() && old_owner_requests_at_done.is_none() {
+            std::thread::sleep(Duration::from_millis(30));
+            old_owner_requests_at_done = Some(net.shared(0).app_requests.load(Ordering::Relaxed));
+        }
         let finished = streams.iter().all(|s| s.got == LEN && s.sent == LEN);
         if finished && plane.done() && received.lock().unwrap().len() == STREAMS {
             break;
@@ -357,13 +363,21 @@ fn a_group_with_twenty_streaming_connections_moves_without_losing_a_byte() {
         ],
         "the protocol's messages, in order"
     );
-    // The app kept sending its requests for the moved sockets (doorbells, and a close
-    // each) to instance 0, which handed them to instance 1.
+    // Instance 1 served the moved sockets' requests (doorbells, and a close each), and
+    // the app sent them to it directly: it follows the slots' Owner word, so after the
+    // move instance 0 took (almost) none of them to hand on. (Following the owner cached
+    // at accept, all 20 closes alone would have gone through instance 0.)
     std::thread::sleep(Duration::from_millis(30));
     let requests_after = net.shared(1).app_requests.load(Ordering::Relaxed);
     assert!(
         requests_after >= requests_before + STREAMS as u64,
         "instance 1 served the moved sockets' requests ({requests_before} -> {requests_after})"
+    );
+    let at_done = old_owner_requests_at_done.expect("the move finished");
+    let old_owner_after = net.shared(0).app_requests.load(Ordering::Relaxed);
+    assert!(
+        old_owner_after - at_done < STREAMS as u64 / 2,
+        "requests still went through the old owner: {at_done} -> {old_owner_after}"
     );
     let results = net.shutdown();
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");

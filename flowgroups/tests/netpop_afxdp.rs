@@ -2,7 +2,8 @@
 //! the XDP program and creates the XSKMAP, each instance binds its own AF_XDP socket, and
 //! steering is done in software (veth has no RSS table we program): a frame that lands on
 //! the instance that does not own its flow group is forwarded to the owner and counted.
-//! The Linux stack in a namespace on the other end makes 1,000 short connections.
+//! The Linux stack in a namespace on the other end makes 1,000 short connections. With
+//! fewer instances than the interface has receive queues, `netpop up` refuses to start.
 
 mod netpop_common;
 
@@ -78,4 +79,28 @@ fn short_connections_over_af_xdp_with_software_steering() {
     let totals = stat.get("totals");
     assert!(totals.get("forwarded_packets").u64() > 0);
     assert_eq!(totals.get("forwarded_packets").u64(), totals.get("cross_instance_msgs").u64());
+}
+
+#[test]
+fn fewer_instances_than_the_interface_has_queues_is_refused() {
+    if skip_unless_root("fewer_instances_than_the_interface_has_queues_is_refused") {
+        return;
+    }
+    let scratch = Scratch::new("xdpq");
+    let ns = NetNamespace::create(&unique_name("ns")).unwrap();
+    let veth = VethPair::create(&unique_name("xa"), &unique_name("xb"), &ns, 4).unwrap();
+    let out = std::process::Command::new(NETPOP)
+        .args(["up", "--foreground", "--name", &scratch.name, "--socket-dir"])
+        .arg(&scratch.dir)
+        .args(["--nic", &format!("afxdp:{}", veth.local()), "--queues", "2"])
+        .args(["--ip", "10.0.0.2/24"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "netpop up with 2 instances on 4 queues started: {text}");
+    // The frames RSS puts on queues 2 and 3 would have no reader: say so, and how to fix it.
+    for needed in ["4 receive queues", "--queues 2", "--queues 4", "ethtool -L"] {
+        assert!(text.contains(needed), "{needed:?} missing: {text}");
+    }
+    assert!(!scratch.socket().exists(), "nothing was started");
 }

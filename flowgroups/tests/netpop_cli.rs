@@ -40,6 +40,8 @@ fn bad_configurations_are_refused_with_the_option_named() {
         (&["--ip", "10.0.0.2/24", "--gateway", "192.168.1.1"], "--gateway"),
         (&["--ip", "10.0.0.2/24", "--cores", "100000"], "--cores"),
         (&["--ip", "10.0.0.2/24", "--frobnicate"], "--frobnicate"),
+        (&["--ip", "10.0.0.2/24", "--socket-group", "netpop-no-such-group"], "--socket-group"),
+        (&["--ip", "10.0.0.2/24", "--socket-mode", "0986"], "--socket-mode"),
         (&[], "--ip"),
     ];
     for (extra, named) in cases {
@@ -76,6 +78,33 @@ fn bad_configurations_are_refused_with_the_option_named() {
     assert!(!ok && text.contains("no netpop is up"), "{text}");
     let (ok, text) = netpop(&["help"]);
     assert!(ok && text.contains("netpop up"));
+}
+
+#[test]
+fn the_registration_socket_gets_the_group_and_mode_asked_for() {
+    use std::os::unix::fs::MetadataExt;
+    let scratch = Scratch::new("sockmode");
+    // Root may give the socket to any group: use one it is not in, as `www-data` would
+    // be. Anyone else may give it only to a group of their own.
+    let gid = if flowgroups::shm::process::effective_uid() == 0 {
+        65534
+    } else {
+        std::fs::metadata(&scratch.dir).unwrap().gid()
+    };
+    let gid_arg = gid.to_string();
+    let (np, _peer) =
+        up_on_unix_wire(&scratch, &["--socket-group", &gid_arg, "--socket-mode", "0620"]);
+    let sock = std::fs::metadata(np.socket()).unwrap();
+    assert_eq!(sock.gid(), gid, "the socket's group");
+    assert_eq!(sock.mode() & 0o7777, 0o620, "the socket's mode");
+    let leftovers: Vec<_> = std::fs::read_dir(&scratch.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".new"))
+        .collect();
+    assert!(leftovers.is_empty(), "the staging name is gone: {leftovers:?}");
+    let stat = np.stat_json();
+    assert_eq!(stat.get("instances").array().len(), 2, "the socket still serves");
 }
 
 #[test]

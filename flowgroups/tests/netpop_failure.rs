@@ -1,6 +1,8 @@
 //! Acceptance 4: failures.
 //! - kill -9 of one kernel instance under load: the plane declares it dead, its flow
 //!   groups go to the survivor, and new connections keep succeeding.
+//! - an app started after an instance died listens at once (on the live instance only)
+//!   and is served.
 //! - kill -9 of an app holding open connections, 100 times: every time the instances
 //!   reset and free its sockets; afterwards no connection, app or app segment remains.
 
@@ -95,6 +97,35 @@ fn killing_an_instance_under_load_leaves_service_to_the_survivor() {
     assert_eq!(after.failed, 0, "new connections after the failover: {:?}", after.failures);
     assert_eq!(after.ok, 1000);
     assert_eq!(stat.get("instances").array()[0].get("state").str(), "running");
+}
+
+#[test]
+fn an_app_started_after_an_instance_died_listens_at_once_and_is_served() {
+    let (_scratch, np, mut peer) = start("kfresh", "off");
+    let victim = np.instance_pids()[1];
+    send_signal(victim, Signal::Kill).unwrap();
+    wait_stat(&np, "instance 1 dead and its groups moved", Duration::from_secs(10), |s| {
+        let i = &s.get("instances").array()[1];
+        i.get("state").str() == "dead" && i.get("groups_owned").u64() == 0
+    });
+    // The app registers, learns that only instance 0 lives, and replicates its listener
+    // there alone: listen must not wait for the dead instance's answer (it used to, for
+    // 10 s, and then failed).
+    let started = Instant::now();
+    let server_app = EchoServer::spawn(&np.socket(), ECHO_PORT);
+    let ready_in = started.elapsed();
+    println!("app {} listening after {ready_in:?}", server_app.app_id);
+    assert!(ready_in < Duration::from_secs(3), "listen took {ready_in:?}");
+    let served = peer.short_connections(
+        SocketAddrV4::new(NETPOP_IP, ECHO_PORT),
+        200,
+        16,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+        |_| None,
+    );
+    assert_eq!(served.failed, 0, "{:?}", served.failures);
+    assert_eq!(served.ok, 200);
 }
 
 /// Mappings of app segments in process `pid` (memfd names "netpop-app-<id>").

@@ -156,7 +156,9 @@ fn bench_one(policy: &'static str, warmup: Duration, measured: Duration) -> Benc
 
 /// The "Flow-group balancing" benchmark of BENCHMARKS.md (run it with
 /// `scripts/bench-balance.sh`): per-instance load and short-connection latency for
-/// `off`, `idle` and `live` under the same skewed load.
+/// `off`, `idle` and `live` under the same skewed load. Prints the Markdown table on
+/// `BENCH ` lines and the same figures as one JSON document on a `BENCH_JSON ` line
+/// (`scripts/bench-balance.sh --json`, drawn by `scripts/bench-all.sh balance`).
 #[test]
 #[ignore = "benchmark: scripts/bench-balance.sh"]
 fn bench_balance() {
@@ -164,21 +166,43 @@ fn bench_balance() {
     let measured = Duration::from_secs(env_u64("BENCH_MEASURE_S", 10));
     let rows: Vec<BenchRow> =
         ["off", "idle", "live"].into_iter().map(|p| bench_one(p, warmup, measured)).collect();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "BENCH | policy | moves | migrated conns | rx inst 0 | rx inst 1 | share inst 0 | fwd pkts | short conn/s | p50 ms | p99 ms | max ms | failed | resets (streams) | stream bytes |"
+    for line in bench_table(&rows) {
+        println!("BENCH {line}");
+    }
+    let setup = format!(
+        "2 instances (netpop --nic sim, unix wire); 64 long-lived streams at {} B/s and {} short connections at a time, all in instance 0's groups; {} s warm-up, {} s measured",
+        env_u64("BENCH_STREAM_RATE", 32 * 1024),
+        env_u64("BENCH_CONCURRENCY", 16),
+        warmup.as_secs(),
+        measured.as_secs()
     );
-    println!("BENCH |---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        let share = r.rx[0] as f64 / (r.rx[0] + r.rx[1]).max(1) as f64;
-        println!(
-            "BENCH | {} | {} | {} | {} | {} | {:.0}% | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} ({}) | {} |",
+    println!("BENCH_JSON {}", bench_json(&rows, &setup));
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Instance 0's share of the packets both instances received.
+fn share_of_instance_0(row: &BenchRow) -> f64 {
+    row.rx[0] as f64 / (row.rx[0] + row.rx[1]).max(1) as f64
+}
+
+/// The benchmark's Markdown table, one line per element.
+fn bench_table(rows: &[BenchRow]) -> Vec<String> {
+    let mut lines = vec![
+        "| policy | moves | migrated conns | rx inst 0 | rx inst 1 | share inst 0 | fwd pkts | short conn/s | p50 ms | p99 ms | max ms | failed | resets (streams) | stream bytes |".to_string(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".to_string(),
+    ];
+    for r in rows {
+        lines.push(format!(
+            "| {} | {} | {} | {} | {} | {:.0}% | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} ({}) | {} |",
             r.policy,
             r.moves,
             r.migrated,
             r.rx[0],
             r.rx[1],
-            share * 100.0,
+            share_of_instance_0(r) * 100.0,
             r.forwarded,
             r.rate,
             ms(r.p50),
@@ -188,6 +212,87 @@ fn bench_balance() {
             r.resets,
             r.stream_resets,
             r.stream_bytes
-        );
+        ));
     }
+    lines
+}
+
+/// The figures as the sweep shape the `plot` binary draws for `balance` (one point per
+/// policy along x, the short connections' rate and p99 as the panels), with every column
+/// of the table kept beside them and instance 0's load share in the subtitle, since that
+/// share is what the policies differ in.
+fn bench_json(rows: &[BenchRow], setup: &str) -> String {
+    let shares: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {:.0}%", r.policy, share_of_instance_0(r) * 100.0))
+        .collect();
+    let setup = format!("{setup}. Instance 0's share of received packets: {}.", shares.join(", "));
+    let points: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                concat!(
+                    "{{\"series\":\"short connections\",\"x\":\"{}\",",
+                    "\"requests_per_s\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},",
+                    "\"moves\":{},\"migrated_connections\":{},\"rx_packets\":[{},{}],",
+                    "\"share_instance_0\":{:.4},\"forwarded_packets\":{},\"failed\":{},",
+                    "\"resets\":{},\"stream_resets\":{},\"stream_bytes\":{}}}"
+                ),
+                r.policy,
+                r.rate,
+                ms(r.p50),
+                ms(r.p99),
+                ms(r.max),
+                r.moves,
+                r.migrated,
+                r.rx[0],
+                r.rx[1],
+                share_of_instance_0(r),
+                r.forwarded,
+                r.failed,
+                r.resets,
+                r.stream_resets,
+                r.stream_bytes
+            )
+        })
+        .collect();
+    format!(
+        "{{\"title\":\"Flow-group balancing: 2 instances, skewed load, by balancer policy\",\"x_label\":\"balancer policy\",\"setup\":\"{}\",\"points\":[{}]}}",
+        setup.replace('\\', "\\\\").replace('"', "\\\""),
+        points.join(",")
+    )
+}
+
+#[test]
+fn bench_json_has_what_the_balance_plot_reads() {
+    let row = |policy, rx: [u64; 2], rate, p99_ms| BenchRow {
+        policy,
+        rx,
+        moves: 3,
+        migrated: 2,
+        forwarded: 1,
+        rate,
+        p50: Duration::from_millis(5),
+        p99: Duration::from_millis(p99_ms),
+        max: Duration::from_millis(90),
+        failed: 0,
+        resets: 0,
+        stream_resets: 0,
+        stream_bytes: 1000,
+    };
+    let rows = [row("off", [300, 0], 2000.0, 16), row("live", [100, 300], 1500.0, 25)];
+    let json = Json::parse(&bench_json(&rows, "a \"quoted\" setup")).unwrap();
+    let points = json.get("points").array();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0].get("x").str(), "off");
+    assert_eq!(points[1].get("x").str(), "live");
+    assert_eq!(points[1].get("series").str(), points[0].get("series").str(), "one line");
+    assert_eq!(points[0].get("requests_per_s").f64(), 2000.0);
+    assert_eq!(points[1].get("p99_ms").f64(), 25.0);
+    assert_eq!(points[1].get("share_instance_0").f64(), 0.25);
+    assert_eq!(points[1].get("rx_packets").array()[1].u64(), 300);
+    let setup = json.get("setup").str();
+    assert!(setup.starts_with("a \"quoted\" setup"), "{setup}");
+    assert!(setup.contains("off 100%, live 25%"), "{setup}");
+    assert_eq!(json.get("x_label").str(), "balancer policy");
 }

@@ -16,6 +16,7 @@
 
 mod e2e_support;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,6 +26,13 @@ use e2e_support::*;
 const PORT: u16 = 8081;
 const BIG: usize = 10 << 20;
 const MODULES: &str = "/usr/lib/apache2/modules";
+
+/// www-data's group id, from the group database.
+fn www_data_gid() -> u32 {
+    let out = std::process::Command::new("getent").args(["group", "www-data"]).output().unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    line.split(':').nth(2).and_then(|g| g.trim().parse().ok()).expect("www-data has a group id")
+}
 
 fn apache_conf(tb: &Testbed, mpm: &str) -> PathBuf {
     let dir = tb.scratch.dir.display();
@@ -87,8 +95,12 @@ fn apache(test: &str, mpm: &str) {
         return;
     }
     let _one_at_a_time = serial();
-    let tb = Testbed::new("ap", Nic::SimTap, 2);
-    tb.grant_socket_to_group("www-data");
+    // Apache's children drop to www-data before they register: netpop up gives them the
+    // registration socket (group www-data, mode 0660) before it accepts anyone.
+    let tb = Testbed::with_up_options("ap", Nic::SimTap, 2, &["--socket-group", "www-data"]);
+    let sock = std::fs::metadata(tb.netpop.socket()).unwrap();
+    assert_eq!(sock.gid(), www_data_gid(), "the socket's group");
+    assert_eq!(sock.mode() & 0o7777, 0o660, "the socket's mode");
     let small = b"abc\n";
     let big = test_bytes(BIG);
     tb.scratch.write("www/small.txt", small);

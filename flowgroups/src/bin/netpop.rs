@@ -22,7 +22,9 @@ usage:
       --wire tap:NAME|packet:IF|unix:PATH
                                wire of the model (sim only; unix: a SOCK_SEQPACKET socket whose
                                peer listens at PATH, one frame per record, no privileges)
-      --queues Q               kernel instances, 1..16 (default 1)
+      --queues Q               kernel instances, 1..16 (default 1); with afxdp exactly the
+                               interface's receive queue count (ethtool -l; change it with
+                               ethtool -L), since frames on an unserved queue would be lost
       --gateway G              default gateway
       --mac M                  MAC address (default: the NIC's; sim: 02:00:00:82:59:90)
       --mtu BYTES              link MTU (default 1500)
@@ -30,6 +32,11 @@ usage:
       --policy off|idle|live   balancer policy (default idle)
       --cores LIST             pin instance i to the i-th CPU of LIST, e.g. 2-3 or 0,2
       --socket-dir DIR         default /run/netpop (root), $XDG_RUNTIME_DIR/netpop or /tmp/netpop-$UID
+      --socket-group NAME|GID  give the registration socket <dir>/<N>.sock to this group, so that
+                               apps running as another user in it (e.g. Apache children as
+                               www-data) can register; the directory must be searchable by them
+      --socket-mode OCTAL      permission bits of that socket (default 0660 with --socket-group,
+                               else from the umask); both are set before the socket appears
       --app-sockets N          sockets per app segment (default 1024)
       --app-ring-slots N       request/completion ring slots per app and instance (default 256)
       --app-socket-buffer B    bytes of each socket's rx and tx ring (default 65536)

@@ -62,6 +62,16 @@ pub const APP_VERSION: u32 = 1;
 /// Most kernel instances one netpop runs (the `accept_ready` mask has one bit per instance).
 pub const MAX_INSTANCES: u16 = 16;
 
+/// The live-instance mask (bit i: instance i) naming all of `instances`; at most
+/// [`MAX_INSTANCES`], 16, so it fits a `u16`.
+pub fn all_instances(instances: u16) -> u16 {
+    match instances {
+        0 => 0,
+        n if n >= 16 => u16::MAX,
+        n => (1u16 << n) - 1,
+    }
+}
+
 /// Bytes reserved for the header at the start of the segment.
 pub const HEADER_SIZE: usize = 256;
 /// Bytes of one socket's entry in the socket table.

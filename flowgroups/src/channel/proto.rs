@@ -786,8 +786,9 @@ pub const MAX_DOORBELL_FDS: u16 = super::MAX_INSTANCES;
 /// - `Register` (kind 1, app -> plane): 8..12 pid. No fds.
 /// - `Registered` (kind 2, plane -> app): 8..12 app_id, 12..14 home instance,
 ///   14..16 instances, 16..20 sockets, 20..24 ring_slots, 24..28 socket_buffer,
-///   28..30 doorbell fd count (0 or `instances`). Sent with two SCM_RIGHTS fds, in order:
-///   the segment memfd and the app's wake eventfd.
+///   28..30 doorbell fd count (0 or `instances`), 30..32 live-instance mask (bit i:
+///   instance i serves; 0 from a plane that does not say, read as "all"). Sent with two
+///   SCM_RIGHTS fds, in order: the segment memfd and the app's wake eventfd.
 /// - `Refused` (kind 3, plane -> app): 8..12 errno.
 /// - `Doorbells` (kind 4, plane -> app, right after `Registered` when its doorbell count is
 ///   not 0): 8..10 count. Sent with `count` SCM_RIGHTS fds: instance i's doorbell eventfd
@@ -812,6 +813,10 @@ pub enum RegistrationMessage {
         layout: AppLayout,
         /// How many instance doorbell eventfds follow the two fixed fds (0 or `instances`).
         doorbells: u16,
+        /// The instances alive when the app registered (bit i: instance i), which
+        /// listeners are replicated to; never empty, always includes `home`. A dead
+        /// instance would never answer, so an app that waited for it would fail.
+        live: u16,
     },
     /// The plane refused (too many apps, shutting down, ...).
     Refused {
@@ -844,7 +849,7 @@ impl RegistrationMessage {
                 b[6..8].copy_from_slice(&1u16.to_le_bytes());
                 b[8..12].copy_from_slice(&pid.to_le_bytes());
             }
-            RegistrationMessage::Registered { app_id, home, layout, doorbells } => {
+            RegistrationMessage::Registered { app_id, home, layout, doorbells, live } => {
                 b[6..8].copy_from_slice(&2u16.to_le_bytes());
                 b[8..12].copy_from_slice(&app_id.to_le_bytes());
                 b[12..14].copy_from_slice(&home.to_le_bytes());
@@ -853,6 +858,7 @@ impl RegistrationMessage {
                 b[20..24].copy_from_slice(&layout.ring_slots.to_le_bytes());
                 b[24..28].copy_from_slice(&layout.socket_buffer.to_le_bytes());
                 b[28..30].copy_from_slice(&doorbells.to_le_bytes());
+                b[30..32].copy_from_slice(&live.to_le_bytes());
             }
             RegistrationMessage::Refused { errno } => {
                 b[6..8].copy_from_slice(&3u16.to_le_bytes());
@@ -884,7 +890,7 @@ impl RegistrationMessage {
                 Ok(RegistrationMessage::Register { pid: le_u32(b, 8) })
             }
             2 => {
-                zero_from(30)?;
+                zero_from(32)?;
                 let layout = AppLayout {
                     instances: le_u16(b, 14),
                     sockets: le_u32(b, 16),
@@ -900,11 +906,20 @@ impl RegistrationMessage {
                 if doorbells != 0 && doorbells != layout.instances {
                     return Err(ProtoError::BadArgument("doorbell count"));
                 }
+                let every = super::all_instances(layout.instances);
+                let live = match le_u16(b, 30) {
+                    0 => every,
+                    mask if mask & !every != 0 || mask & (1 << home) == 0 => {
+                        return Err(ProtoError::BadArgument("live-instance mask"));
+                    }
+                    mask => mask,
+                };
                 Ok(RegistrationMessage::Registered {
                     app_id: le_u32(b, 8),
                     home,
                     layout,
                     doorbells,
+                    live,
                 })
             }
             3 => {
@@ -1041,7 +1056,13 @@ mod tests {
     fn registration_messages_round_trip_and_refuse_garbage() {
         let msgs = [
             RegistrationMessage::Register { pid: 4242 },
-            RegistrationMessage::Registered { app_id: 3, home: 1, layout: LAYOUT, doorbells: 2 },
+            RegistrationMessage::Registered {
+                app_id: 3,
+                home: 1,
+                layout: LAYOUT,
+                doorbells: 2,
+                live: 0b10,
+            },
             RegistrationMessage::Refused { errno: Errno::ECONNREFUSED },
             RegistrationMessage::Doorbells { count: 2 },
         ];
@@ -1062,6 +1083,28 @@ mod tests {
         let mut bad = reg;
         bad[63] = 1;
         assert_eq!(RegistrationMessage::decode(&bad), Err(ProtoError::ReservedNonZero));
+    }
+
+    #[test]
+    fn the_live_instance_mask_is_checked_and_zero_means_all() {
+        let reg = |live| RegistrationMessage::Registered {
+            app_id: 3,
+            home: 1,
+            layout: LAYOUT,
+            doorbells: 2,
+            live,
+        };
+        let live_of = |m| match RegistrationMessage::decode(&reg(m).encode()) {
+            Ok(RegistrationMessage::Registered { live, .. }) => Ok(live),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(live_of(0), Ok(0b11), "a plane that does not say: every instance");
+        assert_eq!(live_of(0b10), Ok(0b10));
+        assert!(live_of(0b01).is_err(), "the home instance must be alive");
+        assert!(live_of(0b110).is_err(), "instance 2 of 2 does not exist");
+        assert_eq!(crate::channel::all_instances(16), u16::MAX);
+        assert_eq!(crate::channel::all_instances(3), 0b111);
     }
 
     #[test]

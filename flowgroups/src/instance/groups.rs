@@ -5,9 +5,13 @@
 //!
 //! `tcp_core` reports no event when it creates a connection (a SYN on a listener) or frees
 //! one (end of TIME-WAIT, a reset, the last ACK after close), so the tracker follows the
-//! 4-tuples it can attribute: after each frame it checks whether that frame's 4-tuple
-//! appeared in or left the stack's table, and it records active opens by the port it
-//! chose. What cannot be attributed (timers, application closes) shows up as a
+//! 4-tuples it can attribute: before and after each frame it looks at that frame's
+//! 4-tuple in the stack's table ([`SegmentWatch`]) to see whether the frame created or
+//! ended a connection, and it records active opens by the port it chose. A tuple that
+//! stays in the table can still hold a *new* connection: a SYN that reopens a TIME-WAIT
+//! tuple (RFC 6191; servers that close first, under clients that reuse ports, see this
+//! for most connections), or one that arrives after a timer freed the tuple and before the
+//! tracker noticed; both count as created. What cannot be attributed (timers, application closes) shows up as a
 //! difference between the stack's socket count and the tracker's; only then does
 //! [`GroupTracker::reconcile`] walk the tracked tuples (or the stack's connections) to
 //! settle it.
@@ -25,6 +29,31 @@ use crate::flowgroup::FlowGroupHasher;
 /// stack's own).
 type TupleKey = (u16, SocketAddrV4);
 
+/// What the stack held for one segment's 4-tuple just before it handled the segment, so
+/// that [`GroupTracker::after_segment`] can tell whether the segment opened a connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentWatch {
+    tuple_was_free: bool,
+    time_wait_reused: u64,
+}
+
+impl SegmentWatch {
+    /// Takes the snapshot; call it right before `stack.handle_frame`.
+    pub(crate) fn before(stack: &Stack, local_port: u16, remote: SocketAddrV4) -> SegmentWatch {
+        SegmentWatch {
+            tuple_was_free: stack.tuple_free(local_port, remote),
+            time_wait_reused: stack.counters().tcp_time_wait_reused,
+        }
+    }
+
+    /// Whether the segment handled since opened a connection on its (now live) tuple: the
+    /// tuple was free before, or the stack reopened a TIME-WAIT connection for it (its
+    /// counter moved; one frame concerns one tuple, so the move is this tuple's).
+    fn opened_connection(&self, stack: &Stack) -> bool {
+        self.tuple_was_free || stack.counters().tcp_time_wait_reused != self.time_wait_reused
+    }
+}
+
 /// Connections and packet counts per flow group.
 #[derive(Debug)]
 pub(crate) struct GroupTracker {
@@ -37,7 +66,8 @@ pub(crate) struct GroupTracker {
     /// Groups with something to publish (each listed once).
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
-    /// Connections ever tracked.
+    /// Connections created here (passive and active opens; not those imported by a
+    /// migration).
     pub(crate) created: u64,
     /// Times a reconcile walk was needed.
     pub(crate) reconciles: u64,
@@ -82,7 +112,8 @@ impl GroupTracker {
         self.mark(group);
     }
 
-    fn add(&mut self, key: TupleKey, group: u32) {
+    /// Starts tracking `key`; `new` counts it in [`GroupTracker::created`].
+    fn add(&mut self, key: TupleKey, group: u32, new: bool) {
         if group >= self.groups || self.by_tuple.contains_key(&key) {
             return;
         }
@@ -90,7 +121,9 @@ impl GroupTracker {
         if let Some(c) = self.connections.get_mut(group as usize) {
             *c += 1;
         }
-        self.created += 1;
+        if new {
+            self.created += 1;
+        }
         self.mark(group);
     }
 
@@ -104,9 +137,39 @@ impl GroupTracker {
     }
 
     /// After the stack handled a segment of connection (`local_port`, `remote`) in
-    /// `group`: tracks the connection if the segment created it, forgets it if the
-    /// segment ended it.
+    /// `group`, with `before` taken just before it did: tracks the connection if the
+    /// segment created it (counting it even when its tuple was already tracked: a reopened
+    /// TIME-WAIT), forgets it if the segment ended it.
     pub(crate) fn after_segment(
+        &mut self,
+        stack: &Stack,
+        local_port: u16,
+        remote: SocketAddrV4,
+        group: u32,
+        before: SegmentWatch,
+    ) {
+        let key = (local_port, remote);
+        let live = !stack.tuple_free(local_port, remote);
+        let opened = live && before.opened_connection(stack);
+        match (live, self.by_tuple.contains_key(&key)) {
+            // Untracked and live without this segment opening it: an active open whose
+            // port the stack chose, not seen yet. Created here all the same.
+            (true, false) => self.add(key, group, true),
+            (true, true) if opened => {
+                // One connection replaced another under the same tuple: the per-group
+                // count stays, the total grows.
+                self.created += 1;
+                self.mark(group);
+            }
+            (false, true) => self.remove(&key),
+            _ => {}
+        }
+    }
+
+    /// After a migration moved connection (`local_port`, `remote`) of `group` in or out of
+    /// this instance's stack: tracks or forgets it, without counting it as created (the
+    /// instance that accepted or opened it did).
+    pub(crate) fn after_migration(
         &mut self,
         stack: &Stack,
         local_port: u16,
@@ -116,7 +179,7 @@ impl GroupTracker {
         let key = (local_port, remote);
         let live = !stack.tuple_free(local_port, remote);
         match (live, self.by_tuple.contains_key(&key)) {
-            (true, false) => self.add(key, group),
+            (true, false) => self.add(key, group, false),
             (false, true) => self.remove(&key),
             _ => {}
         }
@@ -133,7 +196,7 @@ impl GroupTracker {
         if !stack.tuple_free(local_port, remote) {
             let local = stack.config().ipv4_addr;
             let group = hasher.group_of(*remote.ip(), local, remote.port(), local_port);
-            self.add((local_port, remote), group);
+            self.add((local_port, remote), group, true);
         }
     }
 
@@ -178,7 +241,7 @@ impl GroupTracker {
                 })
                 .collect();
             for (key, group) in found {
-                self.add(key, group);
+                self.add(key, group, true);
             }
         }
     }
@@ -239,6 +302,7 @@ mod tests {
         client: Stack,
         tracker: GroupTracker,
         hasher: FlowGroupHasher,
+        now: Instant,
     }
 
     impl Pair {
@@ -263,6 +327,7 @@ mod tests {
                 client,
                 tracker: GroupTracker::new(cfg.groups()),
                 hasher: FlowGroupHasher::new(&cfg),
+                now: Instant::ZERO,
             }
         }
 
@@ -271,22 +336,21 @@ mod tests {
             let mut buf = vec![0u8; 1514];
             for _ in 0..20 {
                 let mut moved = false;
-                while let Some(n) = self.client.poll_transmit(Instant::ZERO, &mut buf) {
+                while let Some(n) = self.client.poll_transmit(self.now, &mut buf) {
                     moved = true;
-                    self.server.handle_frame(Instant::ZERO, &buf[..n]);
-                    if let FrameKind::Tcp { src, dst, .. } = classify(&buf[..n]) {
-                        let g = self.hasher.group_of(src.0, dst.0, src.1, dst.1);
-                        self.tracker.after_segment(
-                            &self.server,
-                            dst.1,
-                            SocketAddrV4::new(src.0, src.1),
-                            g,
-                        );
-                    }
+                    let FrameKind::Tcp { src, dst, .. } = classify(&buf[..n]) else {
+                        self.server.handle_frame(self.now, &buf[..n]);
+                        continue;
+                    };
+                    let remote = SocketAddrV4::new(src.0, src.1);
+                    let before = SegmentWatch::before(&self.server, dst.1, remote);
+                    self.server.handle_frame(self.now, &buf[..n]);
+                    let g = self.hasher.group_of(src.0, dst.0, src.1, dst.1);
+                    self.tracker.after_segment(&self.server, dst.1, remote, g, before);
                 }
-                while let Some(n) = self.server.poll_transmit(Instant::ZERO, &mut buf) {
+                while let Some(n) = self.server.poll_transmit(self.now, &mut buf) {
                     moved = true;
-                    self.client.handle_frame(Instant::ZERO, &buf[..n]);
+                    self.client.handle_frame(self.now, &buf[..n]);
                 }
                 if !moved {
                     break;
@@ -313,6 +377,68 @@ mod tests {
         assert_eq!(p.tracker.connections(g), 0);
         assert_eq!(p.tracker.reconciles, 0);
         assert_eq!(p.server.accept_queue_len(l), Some(0));
+    }
+
+    /// One connection from the client's `port`, closed by the server first (as HTTP
+    /// servers do), so the server keeps its tuple in TIME-WAIT.
+    fn server_closes_first(p: &mut Pair, l: tcp_core::stack::ListenerHandle, port: u16) {
+        let c = p.client.connect(p.now, SocketAddrV4::new(SERVER, 80), Some(port)).unwrap();
+        p.pump();
+        let (s, _) = p.server.accept(l).unwrap();
+        p.server.close(s).unwrap();
+        p.pump();
+        p.client.close(c).unwrap();
+        p.pump();
+        // Later connections get later ISNs and timestamps, as RFC 6191 reuse requires.
+        p.now += tcp_core::Duration::from_secs(1);
+        p.server.handle_timeout(p.now);
+        p.client.handle_timeout(p.now);
+    }
+
+    #[test]
+    fn connections_that_reopen_a_time_wait_tuple_are_each_counted() {
+        let mut p = Pair::new();
+        let l = p.server.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 8).unwrap();
+        const N: u64 = 5;
+        for _ in 0..N {
+            server_closes_first(&mut p, l, 40000);
+        }
+        assert_eq!(p.server.counters().tcp_time_wait_reused, N - 1, "the tuple was reopened");
+        assert_eq!(p.tracker.created, N, "every connection counted, not every tuple");
+        let g = p.hasher.group_of(CLIENT, SERVER, 40000, 80);
+        assert_eq!(p.tracker.connections(g), 1, "one TIME-WAIT entry at a time");
+    }
+
+    #[test]
+    fn a_connection_on_a_tuple_a_timer_freed_unnoticed_is_counted() {
+        let mut p = Pair::new();
+        let l = p.server.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 8).unwrap();
+        server_closes_first(&mut p, l, 40002);
+        // TIME-WAIT ends on a timer: no segment tells the tracker, which still holds it.
+        p.now += tcp_core::Duration::from_secs(61);
+        p.server.handle_timeout(p.now);
+        assert_eq!(p.server.socket_count(), 0);
+        assert_eq!(p.tracker.total(), 1, "not noticed yet");
+        server_closes_first(&mut p, l, 40002);
+        assert_eq!(p.server.counters().tcp_time_wait_reused, 0);
+        assert_eq!(p.tracker.created, 2);
+    }
+
+    #[test]
+    fn migrated_connections_are_tracked_but_not_counted_as_created() {
+        let mut p = Pair::new();
+        let l = p.server.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 8).unwrap();
+        p.client.connect(p.now, SocketAddrV4::new(SERVER, 80), Some(40003)).unwrap();
+        p.pump();
+        let (s, _) = p.server.accept(l).unwrap();
+        let remote = SocketAddrV4::new(CLIENT, 40003);
+        let g = p.hasher.group_of(CLIENT, SERVER, 40003, 80);
+        let state = p.server.export_connection(s).unwrap();
+        p.tracker.after_migration(&p.server, 80, remote, g);
+        assert_eq!((p.tracker.connections(g), p.tracker.created), (0, 1), "exported");
+        p.server.import_connection(state).unwrap();
+        p.tracker.after_migration(&p.server, 80, remote, g);
+        assert_eq!((p.tracker.connections(g), p.tracker.created), (1, 1), "imported");
     }
 
     #[test]

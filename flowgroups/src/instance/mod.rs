@@ -52,7 +52,7 @@ use crate::ports::choose_source_port;
 use crate::shm::sys::monotonic_ns;
 use crate::shm::{EventFd, RingConsumer, RingProducer, ShmError};
 
-use self::groups::GroupTracker;
+use self::groups::{GroupTracker, SegmentWatch};
 pub use self::idle::{
     BUSY_INTERVAL, DEEP_IDLE_NAPS, DEEP_NAP, FIRST_NAP, LONGEST_NAP, MAX_BLOCK, SPIN_ITERATIONS,
 };
@@ -233,7 +233,8 @@ pub struct InstanceCounters {
     pub apps_detached: u64,
     /// Connections handed to applications.
     pub accepts: u64,
-    /// Connections ever created.
+    /// Connections ever created here, by passive and active opens (a SYN that reopens a
+    /// TIME-WAIT tuple counts as a new one; connections imported by a migration do not).
     pub connections_total: u64,
     /// Times the flow-group connection counts needed a reconcile walk.
     pub group_reconciles: u64,
@@ -654,10 +655,7 @@ impl KernelInstance {
                         now_ns,
                     );
                     match steer {
-                        Steer::Local => {
-                            stack.handle_frame(now, frame);
-                            account(stack, groups, kind, group, syn);
-                        }
+                        Steer::Local => deliver_tcp(now, stack, groups, frame, kind, group, syn),
                         Steer::Forward(to) => {
                             if forwarding.forward(to, frame, group) {
                                 act.forwarded_out += 1;
@@ -960,14 +958,28 @@ impl KernelInstance {
     }
 }
 
-/// Counts a TCP segment processed here against its flow group, and notices connections it
-/// created or ended.
-fn account(stack: &Stack, groups: &mut GroupTracker, kind: FrameKind, group: u32, syn: bool) {
+/// Hands a TCP frame of `group` to the stack, counts it against its flow group, and
+/// notices a connection it created or ended.
+fn deliver_tcp(
+    now: Instant,
+    stack: &mut Stack,
+    groups: &mut GroupTracker,
+    frame: &[u8],
+    kind: FrameKind,
+    group: u32,
+    syn: bool,
+) {
     groups.count_packet(group, syn);
-    if let FrameKind::Tcp { src, dst, .. } = kind {
-        if dst.0 == stack.config().ipv4_addr {
-            groups.after_segment(stack, dst.1, SocketAddrV4::new(src.0, src.1), group);
+    let ours = match kind {
+        FrameKind::Tcp { src, dst, .. } if dst.0 == stack.config().ipv4_addr => {
+            Some((dst.1, SocketAddrV4::new(src.0, src.1)))
         }
+        _ => None,
+    };
+    let before = ours.map(|(port, remote)| SegmentWatch::before(stack, port, remote));
+    stack.handle_frame(now, frame);
+    if let (Some((port, remote)), Some(before)) = (ours, before) {
+        groups.after_segment(stack, port, remote, group, before);
     }
 }
 

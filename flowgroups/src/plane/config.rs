@@ -10,7 +10,7 @@ use crate::balancer::BalancerPolicy;
 use crate::channel::AppLayout;
 use crate::control::{MAX_GROUPS, MAX_INSTANCES};
 use crate::flowgroup::DEFAULT_GROUPS;
-use crate::shm::process::effective_uid;
+use crate::shm::process::{effective_uid, group_id};
 use crate::steering::RetaSteering;
 
 /// Default netpop name (socket `<dir>/netpop.sock`).
@@ -23,6 +23,9 @@ pub const DEFAULT_APP_SOCKETS: u32 = 1024;
 pub const DEFAULT_APP_RING_SLOTS: u32 = 256;
 /// Bytes of each socket's receive and transmit ring in an app segment.
 pub const DEFAULT_APP_SOCKET_BUFFER: u32 = 64 * 1024;
+/// Mode of the control socket when `--socket-group` is given without `--socket-mode`:
+/// owner and group may connect, others may not.
+pub const GROUP_SOCKET_MODE: u32 = 0o660;
 
 /// Which NIC backend serves the queues.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +105,13 @@ pub struct UpConfig {
     pub cores: Vec<usize>,
     /// Directory of the control socket.
     pub socket_dir: PathBuf,
+    /// Group to give the control socket (`--socket-group`), so that apps running as
+    /// another user of that group can register; `None`: the creator's group.
+    pub socket_group: Option<u32>,
+    /// Permission bits of the control socket (`--socket-mode`); `None`: the umask's
+    /// default, or [`GROUP_SOCKET_MODE`] when a group is given. See
+    /// [`UpConfig::socket_mode_to_apply`].
+    pub socket_mode: Option<u32>,
     /// Stay in the foreground instead of daemonising.
     pub foreground: bool,
     /// App segment layout numbers (instances filled in from `queues`).
@@ -116,6 +126,14 @@ impl UpConfig {
     /// The control socket's path.
     pub fn socket_path(&self) -> PathBuf {
         socket_path(&self.socket_dir, &self.name)
+    }
+
+    /// The mode the control socket must get before anyone can connect, if any: the
+    /// `--socket-mode` given, else [`GROUP_SOCKET_MODE`] when `--socket-group` was given
+    /// (connecting to a Unix socket needs write permission, which the umask's default
+    /// does not give the group).
+    pub fn socket_mode_to_apply(&self) -> Option<u32> {
+        self.socket_mode.or(self.socket_group.map(|_| GROUP_SOCKET_MODE))
     }
 
     /// Where instances write capture files.
@@ -176,6 +194,12 @@ impl UpConfig {
         if !self.cores.is_empty() {
             let list: Vec<String> = self.cores.iter().map(usize::to_string).collect();
             a.extend(["--cores".into(), list.join(",")]);
+        }
+        if let Some(g) = self.socket_group {
+            a.extend(["--socket-group".into(), g.to_string()]);
+        }
+        if let Some(m) = self.socket_mode {
+            a.extend(["--socket-mode".into(), format!("{m:04o}")]);
         }
         if self.foreground {
             a.push("--foreground".into());
@@ -395,6 +419,56 @@ pub fn check_name(v: &str) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(invalid("--name", v, "use 1-32 letters, digits, '-' or '_'")) }
 }
 
+/// `--socket-group NAME|GID`: a group id, or a group name looked up in the system's group
+/// database now, so that a typo is reported before anything starts.
+pub fn parse_socket_group(v: &str) -> Result<u32, ConfigError> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // chown(2) reads (gid_t)-1 as "leave the group alone".
+        return v
+            .parse::<u32>()
+            .ok()
+            .filter(|&g| g != u32::MAX)
+            .ok_or_else(|| invalid("--socket-group", v, "group id out of range"));
+    }
+    if v.is_empty() || v.contains([':', '/', '\0']) || v.chars().any(char::is_whitespace) {
+        return Err(invalid("--socket-group", v, "expected a group name or a numeric group id"));
+    }
+    match group_id(v) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => Err(invalid(
+            "--socket-group",
+            v,
+            "no such group (see getent group; a numeric group id is taken as it is)",
+        )),
+        Err(e) => Err(invalid("--socket-group", v, format!("cannot look the group up: {e}"))),
+    }
+}
+
+/// `--socket-mode OCTAL`: permission bits, 0 to 0777 in octal (`660`, `0660` or `0o660`).
+/// Set-id and sticky bits mean nothing on a socket and are refused.
+pub fn parse_socket_mode(v: &str) -> Result<u32, ConfigError> {
+    let digits = v.strip_prefix("0o").unwrap_or(v);
+    let mode = (!digits.is_empty() && digits.len() <= 4)
+        .then(|| u32::from_str_radix(digits, 8).ok())
+        .flatten()
+        .ok_or_else(|| invalid("--socket-mode", v, "expected octal permission bits, e.g. 0660"))?;
+    if mode > 0o777 {
+        return Err(invalid(
+            "--socket-mode",
+            v,
+            "only permission bits (at most 0777): set-id and sticky bits do not apply to a socket",
+        ));
+    }
+    if mode & 0o200 == 0 {
+        return Err(invalid(
+            "--socket-mode",
+            v,
+            "the owner needs write permission (u+w) to connect: netpop stat and down use it",
+        ));
+    }
+    Ok(mode)
+}
+
 /// Parses the arguments of `netpop up` and checks them against each other. Checks that
 /// depend on the machine (interfaces, privileges, hugepages) are done by
 /// [`check_environment`].
@@ -411,6 +485,8 @@ pub fn parse_up(args: &[String]) -> Result<UpConfig, ConfigError> {
     let mut policy = BalancerPolicy::Idle;
     let mut cores = Vec::new();
     let mut socket_dir = None;
+    let mut socket_group = None;
+    let mut socket_mode = None;
     let mut foreground = false;
     let mut app_sockets = DEFAULT_APP_SOCKETS;
     let mut app_ring_slots = DEFAULT_APP_RING_SLOTS;
@@ -475,6 +551,10 @@ pub fn parse_up(args: &[String]) -> Result<UpConfig, ConfigError> {
                 }
                 socket_dir = Some(PathBuf::from(v));
             }
+            "--socket-group" => {
+                socket_group = Some(parse_socket_group(c.value("--socket-group")?)?);
+            }
+            "--socket-mode" => socket_mode = Some(parse_socket_mode(c.value("--socket-mode")?)?),
             "--foreground" => foreground = true,
             "--app-sockets" => {
                 let v = c.value("--app-sockets")?;
@@ -506,6 +586,8 @@ pub fn parse_up(args: &[String]) -> Result<UpConfig, ConfigError> {
         policy,
         cores,
         socket_dir: socket_dir.unwrap_or_else(default_socket_dir),
+        socket_group,
+        socket_mode,
         foreground,
         app_sockets,
         app_ring_slots,
@@ -607,6 +689,34 @@ fn free_hugepages() -> u64 {
         .unwrap_or(0)
 }
 
+/// `--nic afxdp:IF` serves queue i with instance i, and the NIC's own RSS spreads flows
+/// over all `rx` receive queues (netpop does not reprogram its indirection table), so the
+/// instances must be exactly as many as the queues: a frame on a queue no instance serves
+/// would be lost, and with it every connection whose hash lands there. `rx` 0 means sysfs
+/// did not say; then the check is left to the bind.
+pub fn check_afxdp_queues(interface: &str, rx: usize, queues: u16) -> Result<(), ConfigError> {
+    let q = usize::from(queues);
+    if rx == 0 || q == rx {
+        return Ok(());
+    }
+    if q > rx {
+        return Err(ConfigError::Environment(format!(
+            "--nic afxdp:{interface} has {rx} receive queue(s); --queues {q} is too many \
+             (use --queues {rx}, or add queues with ethtool -L {interface} rx {q} or combined {q}, \
+             depending on the driver)"
+        )));
+    }
+    let use_all =
+        if rx <= MAX_INSTANCES { format!("use --queues {rx}, or ") } else { String::new() };
+    Err(ConfigError::Environment(format!(
+        "--nic afxdp:{interface} has {rx} receive queues but --queues {q} serves only {q} of \
+         them: frames the NIC's RSS puts on queues {q}..{last} would be lost. {use_all}\
+         reduce the interface to {q} queue(s) first: ethtool -L {interface} rx {q} (or \
+         combined {q}, depending on the driver)",
+        last = rx - 1,
+    )))
+}
+
 /// Checks what the configuration needs from the machine: privileges, interfaces, PCI
 /// devices, hugepages, CPUs.
 pub fn check_environment(c: &UpConfig) -> Result<(), ConfigError> {
@@ -646,13 +756,7 @@ pub fn check_environment(c: &UpConfig) -> Result<(), ConfigError> {
                     "--nic afxdp:{interface}: no such interface"
                 )));
             }
-            let rx = interface_rx_queues(interface);
-            if rx != 0 && usize::from(c.queues) > rx {
-                return Err(ConfigError::Environment(format!(
-                    "--nic afxdp:{interface} has {rx} receive queue(s); --queues {} is too many",
-                    c.queues
-                )));
-            }
+            check_afxdp_queues(interface, interface_rx_queues(interface), c.queues)?;
         }
         NicSpec::Ixgbe { pci } => {
             need_root("--nic ixgbe")?;
@@ -792,6 +896,60 @@ mod tests {
         assert_eq!(err, ConfigError::Required("--ip"));
         let err = parse_up(&args(&format!("{} --queues", base()))).unwrap_err();
         assert_eq!(err, ConfigError::MissingValue("--queues"));
+    }
+
+    #[test]
+    fn socket_group_and_mode_parse_round_trip_and_default_the_mode() {
+        let c =
+            parse_up(&args(&format!("{} --socket-group 33 --socket-mode 0640", base()))).unwrap();
+        assert_eq!((c.socket_group, c.socket_mode), (Some(33), Some(0o640)));
+        assert_eq!(c.socket_mode_to_apply(), Some(0o640));
+        assert_eq!(parse_up(&c.to_args()).unwrap(), c, "the daemon gets both");
+        let by_name = parse_up(&args(&format!("{} --socket-group root", base()))).unwrap();
+        assert_eq!(by_name.socket_group, Some(0));
+        assert_eq!(by_name.socket_mode_to_apply(), Some(GROUP_SOCKET_MODE), "group may connect");
+        let plain = parse_up(&args(&base())).unwrap();
+        assert_eq!(plain.socket_mode_to_apply(), None, "the umask decides as before");
+        for (v, mode) in [("660", 0o660), ("0o600", 0o600), ("0777", 0o777), ("0200", 0o200)] {
+            assert_eq!(parse_socket_mode(v), Ok(mode), "{v}");
+        }
+    }
+
+    #[test]
+    fn bad_socket_groups_and_modes_say_what_is_wrong() {
+        let cases = [
+            ("--socket-group netpop-no-such-group", "no such group"),
+            ("--socket-group 4294967295", "out of range"),
+            ("--socket-group a:b", "group name or a numeric"),
+            ("--socket-mode 0668", "octal"),
+            ("--socket-mode rw", "octal"),
+            ("--socket-mode 4660", "set-id"),
+            ("--socket-mode 07777", "octal"),
+            ("--socket-mode 0460", "owner needs write"),
+        ];
+        for (extra, why) in cases {
+            let err = parse_up(&args(&format!("{} {extra}", base()))).unwrap_err();
+            let option = extra.split(' ').next().unwrap();
+            assert!(err.to_string().contains(option), "{extra}: {err}");
+            assert!(err.to_string().contains(why), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn afxdp_needs_one_instance_per_receive_queue() {
+        assert_eq!(check_afxdp_queues("eth0", 4, 4), Ok(()));
+        assert_eq!(check_afxdp_queues("eth0", 0, 2), Ok(()), "sysfs silent: left to the bind");
+        let few = check_afxdp_queues("eth0", 4, 2).unwrap_err().to_string();
+        for needed in
+            ["4 receive queues", "--queues 2", "queues 2..3", "--queues 4", "ethtool -L eth0"]
+        {
+            assert!(few.contains(needed), "{needed:?} missing: {few}");
+        }
+        let many = check_afxdp_queues("eth0", 2, 4).unwrap_err().to_string();
+        assert!(many.contains("too many") && many.contains("--queues 2"), "{many}");
+        let huge = check_afxdp_queues("eth0", 64, 16).unwrap_err().to_string();
+        assert!(!huge.contains("--queues 64"), "more queues than instances can exist: {huge}");
+        assert!(huge.contains("ethtool -L eth0 rx 16"), "{huge}");
     }
 
     #[test]

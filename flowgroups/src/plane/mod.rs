@@ -5,7 +5,10 @@
 //! instance per queue by re-executing its own binary ([`spawn`]), waits until every
 //! instance serves, then runs one event loop ([`server`]) that
 //! - answers app registrations on its Unix socket `<dir>/<name>.sock` ([`registration`]),
-//!   and notices apps that hang up;
+//!   and notices apps that hang up. Connecting to it needs write permission on it, so apps
+//!   that run as another user (Apache's children as www-data) need `--socket-group` (and
+//!   `--socket-mode`), which the plane applies before the socket appears
+//!   ([`server::bind_control_socket`]);
 //! - answers `netpop stat`, `down` and `capture` on the same socket ([`admin`], [`stat`]);
 //! - every 100 ms runs a balancing round ([`balance_loop`]) and checks instance health
 //!   ([`health`]): a dead instance's flow groups go to the survivors.

@@ -8,7 +8,9 @@
 //! - `afxdp:IF`: the plane creates the XSKMAP and attaches the redirect program; each
 //!   instance binds an AF_XDP socket to its queue and registers it in the inherited map.
 //!   Steering is done in software (the instances forward foreign groups' packets), which
-//!   works on veth and every NIC whose RSS table we do not program.
+//!   works on veth and every NIC whose RSS table we do not program. Since the NIC's RSS
+//!   still spreads frames over all its receive queues, `netpop up` refuses to serve fewer
+//!   queues than the interface has (`config::check_afxdp_queues`).
 //! - `ixgbe:PCI`: the plane initialises the 82599 through its BAR0; each instance maps the
 //!   BAR itself and allocates its rings from hugepages. RETA steering.
 

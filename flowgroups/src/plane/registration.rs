@@ -3,7 +3,9 @@
 //! On `Register{pid}` the plane creates the app's segment (so its layout is trusted by the
 //! instances) and wake eventfd, hands both to every live instance (socketpair message +
 //! `ControlMessage::AppAttached`, see [`super::spawn`]), and answers the app with
-//! `Registered` + the two fds, then `Doorbells` + one doorbell eventfd per instance. The
+//! `Registered` + the two fds, then `Doorbells` + one doorbell eventfd per instance.
+//! `Registered` names the instances alive at that moment, so that the app replicates its
+//! listeners only to instances that will answer (a dead one never would). The
 //! app keeps its connection open for life; when it hangs up (exit, crash, kill -9) every
 //! instance gets `AppDetached` and resets and frees the app's sockets.
 //!
@@ -155,11 +157,13 @@ impl Registrar {
                 }
             }
         }
+        let live = instances.iter().filter(|i| !i.dead).fold(0u16, |m, i| m | (1 << i.index));
         let reply = RegistrationMessage::Registered {
             app_id,
             home,
             layout: self.layout,
             doorbells: self.layout.instances,
+            live,
         };
         let doorbells: Vec<BorrowedFd<'_>> = instances.iter().map(|i| i.doorbell.as_fd()).collect();
         let answered = send_fds(&conn, &reply.encode(), &fds).and_then(|()| {

@@ -8,8 +8,9 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -128,6 +129,52 @@ pub fn claim_socket_path(path: &std::path::Path, name: &str) -> Result<(), Plane
     Ok(())
 }
 
+/// Binds the registration socket at `path` with the owner group and mode the
+/// configuration asks for. Those are applied to a socket bound under a temporary name and
+/// only then renamed into place (rename(2) is atomic), so that nobody can connect while it
+/// still has the creator's defaults, and an app that finds the socket can use it.
+pub fn bind_control_socket(path: &Path, config: &UpConfig) -> Result<UnixListener, PlaneError> {
+    let mode = config.socket_mode_to_apply();
+    if config.socket_group.is_none() && mode.is_none() {
+        return UnixListener::bind(path).map_err(PlaneError::io("binding the control socket"));
+    }
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(".new");
+    let staging = PathBuf::from(staging);
+    // Left over by a netpop of this name that died between bind and rename.
+    match std::fs::remove_file(&staging) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(PlaneError::io("removing a stale control socket")(e));
+        }
+        _ => {}
+    }
+    let listener =
+        UnixListener::bind(&staging).map_err(PlaneError::io("binding the control socket"))?;
+    let applied = apply_socket_access(&staging, config.socket_group, mode)
+        .and_then(|()| std::fs::rename(&staging, path).map_err(|e| format!("renaming it: {e}")));
+    if let Err(why) = applied {
+        let _ = std::fs::remove_file(&staging);
+        return Err(PlaneError::Config(format!("control socket {}: {why}", path.display())));
+    }
+    Ok(listener)
+}
+
+fn apply_socket_access(path: &Path, group: Option<u32>, mode: Option<u32>) -> Result<(), String> {
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+            format!(
+                "cannot give it to group {gid} (--socket-group): {e}; only root, or a member of \
+                 that group, may"
+            )
+        })?;
+    }
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set its mode to {mode:04o} (--socket-mode): {e}"))?;
+    }
+    Ok(())
+}
+
 fn start(config: UpConfig) -> Result<Plane, PlaneError> {
     check_environment(&config)?;
     // Block termination signals before any thread exists, so every thread inherits the
@@ -192,8 +239,7 @@ fn start(config: UpConfig) -> Result<Plane, PlaneError> {
     }
     wait_ready(&control, &mut instances, &signals)?;
 
-    let listener =
-        UnixListener::bind(&socket_path).map_err(PlaneError::io("binding the control socket"))?;
+    let listener = bind_control_socket(&socket_path, &config)?;
     listener.set_nonblocking(true).map_err(PlaneError::io("control socket"))?;
     control.header().state.store(SegmentState::Up as u32, Ordering::Release);
     let now = Instant::now();

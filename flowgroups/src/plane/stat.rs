@@ -35,7 +35,7 @@ pub struct InstanceStat {
     pub tx_dropped: u64,
     /// Connections established now.
     pub connections_established: u64,
-    /// Connections ever created.
+    /// Connections ever created (see `instance::InstanceCounters::connections_total`).
     pub connections_total: u64,
     /// Connections handed to apps.
     pub accepts: u64,

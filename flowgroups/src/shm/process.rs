@@ -10,7 +10,7 @@
 //! its arguments so that no value a caller passes can make the call act on something the
 //! caller did not name (for example `kill(0, ..)` signalling a whole process group).
 //! Man pages: dup(2), fcntl(2), setsid(2), prctl(2) `PR_SET_PDEATHSIG`, kill(2),
-//! signalfd(2), sigprocmask(2), poll(2),
+//! signalfd(2), sigprocmask(2), poll(2), getgrnam_r(3),
 //! unix(7) `SOCK_SEQPACKET`, socket(7) `SO_SNDBUF`.
 
 use std::ffi::OsStr;
@@ -92,6 +92,34 @@ pub fn parent_pid() -> u32 {
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid cannot fail and has no arguments.
     unsafe { libc::geteuid() }
+}
+
+/// The id of the group called `name` in the system's group database (`/etc/group`, or
+/// whatever NSS is configured to ask), `None` if there is no such group.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a group name"))?;
+    // getgrnam_r writes the member list and strings into `buf`; grow it on ERANGE (large
+    // groups from a directory service can need more than the usual few hundred bytes).
+    let mut buf = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: `group` is plain data that getgrnam_r fills in before we read it.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `name` is NUL-terminated; `group`, `buf` (with its true length) and
+        // `found` are live for the call, and the result points only into them.
+        let rc = unsafe {
+            libc::getgrnam_r(name.as_ptr(), &mut group, buf.as_mut_ptr(), buf.len(), &mut found)
+        };
+        match rc {
+            0 if found.is_null() => return Ok(None),
+            0 => return Ok(Some(group.gr_gid)),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            // Some C libraries report "no such group" as an errno instead of a null result.
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            err => return Err(io::Error::from_raw_os_error(err)),
+        }
+    }
 }
 
 /// Signals that may be sent with [`send_signal`].
@@ -368,6 +396,15 @@ mod tests {
         assert_ne!(flags & libc::FD_CLOEXEC, 0);
         assert!(claim_inherited_fd(2).is_err());
         assert!(claim_inherited_fd(100_000).is_err(), "a closed number is refused");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "system calls")]
+    fn group_id_finds_groups_by_name_and_says_none_for_unknown_ones() {
+        // Group 0 is `root` on every Linux system this runs on.
+        assert_eq!(group_id("root").unwrap(), Some(0));
+        assert_eq!(group_id("netpop-no-such-group").unwrap(), None);
+        assert!(group_id("a\0b").is_err());
     }
 
     #[test]

@@ -379,6 +379,7 @@ pub fn register_through_plane(
     app_id: u32,
     tag: &str,
 ) -> (Client, std::os::unix::net::UnixStream) {
+    use flowgroups::channel::all_instances;
     use flowgroups::channel::proto::{MESSAGE_LEN, RegistrationMessage};
     use flowgroups::shm::send_fds;
     use std::io::Read;
@@ -401,8 +402,10 @@ pub fn register_through_plane(
         let layout = layout(instances);
         let segment = AppSegment::create(layout, app_id, pid).unwrap();
         let wake = EventFd::new().unwrap();
+        // Every instance serves (0 would say the same).
+        let live = all_instances(instances);
         let reply =
-            RegistrationMessage::Registered { app_id, home: 0, layout, doorbells: instances };
+            RegistrationMessage::Registered { app_id, home: 0, layout, doorbells: instances, live };
         send_fds(&conn, &reply.encode(), &[segment.segment().fd(), wake.as_fd()]).unwrap();
         // One loop thread runs every instance here: each doorbell is the same eventfd.
         let bells = RegistrationMessage::Doorbells { count: instances };

@@ -337,6 +337,11 @@ pub struct Testbed {
 impl Testbed {
     /// netpop with `queues` instances on `nic`, and the peer namespace at [`PEER_IP`].
     pub fn new(tag: &str, nic: Nic, queues: u16) -> Testbed {
+        Testbed::with_up_options(tag, nic, queues, &[])
+    }
+
+    /// [`Testbed::new`] with more `netpop up` options (e.g. `--socket-group`).
+    pub fn with_up_options(tag: &str, nic: Nic, queues: u16, options: &[&str]) -> Testbed {
         let bins = binaries();
         let scratch = Scratch::new(tag);
         let ns = Namespace::create();
@@ -347,7 +352,12 @@ impl Testbed {
             Nic::SimTap => {
                 let tap = unique_name("tp");
                 let args = ["--nic", "sim", "--wire", &format!("tap:{tap}"), "--queues", &q];
-                let np = Netpop::up(&bins, &scratch, &name, &[&args[..], &["--ip", &ip]].concat());
+                let np = Netpop::up(
+                    &bins,
+                    &scratch,
+                    &name,
+                    &[&args[..], &["--ip", &ip], options].concat(),
+                );
                 // The kernel side of the TAP becomes the peer's interface (the netpop
                 // process keeps its descriptor across the move and deletes the TAP when
                 // it exits).
@@ -360,7 +370,7 @@ impl Testbed {
                 let veth = Veth::create(&ns, u32::from(queues));
                 let nic = format!("afxdp:{}", veth.local);
                 let args = ["--nic", nic.as_str(), "--queues", &q, "--ip", &ip];
-                (Netpop::up(&bins, &scratch, &name, &args), Some(veth))
+                (Netpop::up(&bins, &scratch, &name, &[&args[..], options].concat()), Some(veth))
             }
         };
         Testbed { netpop, veth, ns, scratch, bins }
@@ -385,14 +395,6 @@ impl Testbed {
             .process_group(0);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         Server { child, name: program.to_string(), log: self.scratch.path(&format!("{log}.out")) }
-    }
-
-    /// Lets processes running as `user` reach the registration socket (Apache's children
-    /// drop to www-data before they accept).
-    pub fn grant_socket_to_group(&self, group: &str) {
-        let sock = self.netpop.socket();
-        run_ok("chgrp", &[group, sock.to_str().unwrap()]);
-        run_ok("chmod", &["0660", sock.to_str().unwrap()]);
     }
 
     /// Fetches `http://NETPOP_IP:port/path` from the peer namespace with curl into the

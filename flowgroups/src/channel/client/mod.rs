@@ -69,6 +69,8 @@ enum SlotKind {
         backlog: u32,
     },
     Stream {
+        /// The instance that accepted or opened it; [`Client::serving_instance`] says
+        /// which one serves it now.
         owner: u16,
         local: SocketAddrV4,
         peer: SocketAddrV4,
@@ -113,6 +115,9 @@ pub struct Client {
     layout: AppLayout,
     app_id: u32,
     home: u16,
+    /// Instances alive when the app registered (bit i: instance i): listeners are
+    /// replicated to these, connections opened on these. Never empty; has `home`.
+    live: u16,
     wake: EventFd,
     /// One per instance, or none (then instances must poll their rings).
     doorbells: Vec<EventFd>,
@@ -149,9 +154,9 @@ impl Client {
         let hello = RegistrationMessage::Register { pid: std::process::id() }.encode();
         send_fds(&sock, &hello, &[])?;
         let (msg, mut fds) = read_message(&mut sock, 2)?;
-        let (app_id, home, layout, doorbell_count) = match msg {
-            RegistrationMessage::Registered { app_id, home, layout, doorbells } => {
-                (app_id, home, layout, doorbells)
+        let (app_id, home, layout, doorbell_count, live) = match msg {
+            RegistrationMessage::Registered { app_id, home, layout, doorbells, live } => {
+                (app_id, home, layout, doorbells, live)
             }
             RegistrationMessage::Refused { errno } => return Err(errno.to_io()),
             _ => return Err(invalid("unexpected registration reply")),
@@ -177,6 +182,7 @@ impl Client {
         }
         let segment = AppSegment::open(seg_fd, layout, Some(app_id)).map_err(shm_io)?;
         let mut client = Client::from_parts(segment, EventFd::from_fd(wake_fd)?, home, doorbells)?;
+        client.set_live_instances(live)?;
         client.registration = Mutex::new(Some(sock));
         Ok(client)
     }
@@ -215,6 +221,7 @@ impl Client {
             layout,
             app_id,
             home,
+            live: super::all_instances(layout.instances),
             wake,
             doorbells,
             requests,
@@ -241,6 +248,23 @@ impl Client {
         self.home
     }
 
+    /// Restricts the instances this app uses to `live` (bit i: instance i), as the plane's
+    /// `Registered` names them; a client from [`Client::from_parts`] uses all of them.
+    /// The mask must name the home instance and no instance outside the layout.
+    pub fn set_live_instances(&mut self, live: u16) -> io::Result<()> {
+        let every = super::all_instances(self.layout.instances);
+        if live & !every != 0 || live & (1 << self.home) == 0 {
+            return Err(invalid("live-instance mask without the home instance or out of range"));
+        }
+        self.live = live;
+        Ok(())
+    }
+
+    /// The instances this app uses, in index order.
+    pub fn live_instances(&self) -> Vec<u16> {
+        (0..self.layout.instances).filter(|&i| self.live & (1 << i) != 0).collect()
+    }
+
     /// The segment's layout.
     pub fn layout(&self) -> AppLayout {
         self.layout
@@ -256,8 +280,8 @@ impl Client {
     // ---------------------------------------------------------------------------------
     // Socket operations
 
-    /// Opens a listener on `port` on every instance (DESIGN.md: listeners are replicated).
-    /// A port another app (for example the parent of a forked child) already listens on is
+    /// Opens a listener on `port` on every live instance (DESIGN.md: listeners are
+    /// replicated; see [`Client::live_instances`]). A port another app (for example the parent of a forked child) already listens on is
     /// shared with it.
     pub fn listen(&self, port: u16, backlog: u32) -> io::Result<SocketId> {
         if port == 0 {
@@ -267,7 +291,7 @@ impl Client {
         let slot = self.alloc_slot()?;
         let sock = SocketId(slot);
         let mut tags = Vec::new();
-        for i in 0..self.layout.instances {
+        for i in self.live_instances() {
             match self.submit(i, Request::Listen { sock, port, backlog }) {
                 Ok(tag) => tags.push((i, tag)),
                 Err(e) => {
@@ -419,7 +443,8 @@ impl Client {
         let sock = SocketId(slot);
         let n = self.layout.instances;
         let mut started = false;
-        for instance in (0..n).map(|k| (self.home + k) % n) {
+        let live = (0..n).map(|k| (self.home + k) % n).filter(|&i| self.live & (1 << i) != 0);
+        for instance in live {
             match self.call(instance, Request::Connect { sock, addr, local_port })? {
                 Completion::Connecting { local, .. } => {
                     self.attach_stream(slot, instance, local, addr)?;
@@ -642,7 +667,7 @@ impl Client {
                     if matches!(how, ShutdownHow::Write | ShutdownHow::Both) {
                         *shut_wr = true;
                     }
-                    *owner
+                    self.serving_instance(s.0, *owner)
                 }
                 _ => return Err(err(Errno::ENOTCONN)),
             }
@@ -671,8 +696,8 @@ impl Client {
             let mut kind = lock(&entry.kind);
             let targets = match &*kind {
                 // Unsubscribing is the same either way; say Close.
-                SlotKind::Listener { .. } => ((0..self.layout.instances).collect(), Ending::Close),
-                SlotKind::Stream { owner, .. } => (vec![*owner], how),
+                SlotKind::Listener { .. } => (self.live_instances(), Ending::Close),
+                SlotKind::Stream { owner, .. } => (vec![self.serving_instance(s.0, *owner)], how),
                 _ => return Err(err(Errno::EBADF)),
             };
             *kind = SlotKind::Closing;
@@ -733,8 +758,8 @@ impl Client {
     /// listener's options to the connections accepted from it).
     pub fn set_option(&self, s: SocketId, option: SockOption) -> io::Result<()> {
         let targets: Vec<u16> = match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, .. } => vec![*owner],
-            SlotKind::Listener { .. } => (0..self.layout.instances).collect(),
+            SlotKind::Stream { owner, .. } => vec![self.serving_instance(s.0, *owner)],
+            SlotKind::Listener { .. } => self.live_instances(),
             _ => return Err(err(Errno::EBADF)),
         };
         let mut tags = Vec::new();
@@ -764,7 +789,7 @@ impl Client {
     /// Addresses, TCP state and queue sizes of a connection, from its instance.
     pub fn info(&self, s: SocketId) -> io::Result<SocketInfo> {
         let owner = match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, .. } => *owner,
+            SlotKind::Stream { owner, .. } => self.serving_instance(s.0, *owner),
             SlotKind::Listener { .. } => self.home,
             _ => return Err(err(Errno::EBADF)),
         };
@@ -895,13 +920,29 @@ impl Client {
         }
     }
 
+    /// The instance that serves connection `slot` now. A live migration moves a
+    /// connection to another instance, which then writes its index into the slot's Owner
+    /// word; requests sent to the instance the app first knew (`first`) would still arrive,
+    /// handed on by it, but a hop and a wake-up later. The word lives in the app's own
+    /// memory, so a value that names no instance this app uses is ignored.
+    fn serving_instance(&self, slot: u32, first: u16) -> u16 {
+        self.seg
+            .socket_word(slot, SocketField::Owner)
+            .ok()
+            .and_then(|w| u16::try_from(w.load(Ordering::Acquire)).ok())
+            .filter(|&i| i < self.layout.instances && self.live & (1 << i) != 0)
+            .unwrap_or(first)
+    }
+
     fn is_listener(&self, slot: u32) -> bool {
         self.slot(slot).is_ok_and(|e| matches!(&*lock(&e.kind), SlotKind::Listener { .. }))
     }
 
     fn stream_of(&self, s: SocketId) -> io::Result<(u16, bool)> {
         match &*lock(&self.slot(s.0)?.kind) {
-            SlotKind::Stream { owner, shut_wr, .. } => Ok((*owner, *shut_wr)),
+            SlotKind::Stream { owner, shut_wr, .. } => {
+                Ok((self.serving_instance(s.0, *owner), *shut_wr))
+            }
             SlotKind::Listener { .. } => Err(err(Errno::ENOTCONN)),
             _ => Err(err(Errno::EBADF)),
         }

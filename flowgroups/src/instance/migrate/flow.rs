@@ -17,7 +17,7 @@ use super::{Migrations, Steer, Via};
 use crate::control::{ControlMessage, ControlSegment, FrameSlot, GroupState};
 use crate::flowgroup::FlowGroupHasher;
 use crate::instance::rx::{FrameKind, SLOT_RECORD, classify};
-use crate::instance::{Activity, KernelInstance, RX_BATCH, account};
+use crate::instance::{Activity, KernelInstance, RX_BATCH, deliver_tcp};
 
 /// Where a TCP segment from `src` to `dst` goes: its flow group and the decision. An owner
 /// outside the layout means a damaged table: the segment is served here rather than lost.
@@ -84,7 +84,7 @@ impl KernelInstance {
             };
             let bytes = record::encode_conn(group, &binding, &state);
             self.forwarding.send_record(to, group, REC_CONN, bytes);
-            self.groups.after_segment(&self.stack, t.local.port(), t.remote, group);
+            self.groups.after_migration(&self.stack, t.local.port(), t.remote, group);
             exported += 1;
         }
         self.migrations.counters.connections_exported += u64::from(exported);
@@ -175,8 +175,7 @@ impl KernelInstance {
         );
         match steer {
             Steer::Local => {
-                self.stack.handle_frame(now, frame);
-                account(&self.stack, &mut self.groups, kind, group, syn);
+                deliver_tcp(now, &mut self.stack, &mut self.groups, frame, kind, group, syn);
                 let owned = self
                     .control
                     .flow_group(group)
@@ -218,7 +217,7 @@ impl KernelInstance {
                             if let Some(m) = self.migrations.incoming.get_mut(&group) {
                                 m.imported += 1;
                             }
-                            self.groups.after_segment(
+                            self.groups.after_migration(
                                 &self.stack,
                                 tuple.local.port(),
                                 tuple.remote,

@@ -24,7 +24,10 @@
 //!    every segment of G it gets (from its queue or from a peer) to N, behind the records
 //!    on the same ring — except segments of its residue, which it keeps serving. Requests
 //!    the app still sends O for a moved socket slot are handed to N as `APP_REQUEST`
-//!    records (the app matches completions by tag, whichever instance posts them).
+//!    records (the app matches completions by tag, whichever instance posts them); the
+//!    native client reads the slot's owner word before each request, so once N has
+//!    adopted the slot (step 3) the app talks to N directly and only requests already on
+//!    their way to O take this detour.
 //! 3. **Import.** N adopts each `CONN` record as it arrives (`Stack::import_connection`,
 //!    then the app binding: the slot's rings keep their positions, its owner word now names
 //!    N, bytes waiting in either ring are moved at once). Stragglers that follow on O's

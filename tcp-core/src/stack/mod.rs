@@ -213,8 +213,14 @@ impl Stack {
         due.clear();
         self.due = due;
         self.prune_timers();
-        self.counters.arp_pending_dropped += self.arp.expire(now) as u64;
-        self.counters.ipv4_fragment_timeouts += self.reassembler.expire(now) as u64;
+        // Most timeouts are TCP's: the ARP cache and the reassembler only do work when
+        // their own deadline has come.
+        if self.arp.poll_timeout().is_some_and(|t| t <= now) {
+            self.counters.arp_pending_dropped += self.arp.expire(now) as u64;
+        }
+        if self.reassembler.poll_timeout().is_some_and(|t| t <= now) {
+            self.counters.ipv4_fragment_timeouts += self.reassembler.expire(now) as u64;
+        }
     }
 
     /// The next event for the application, if any.

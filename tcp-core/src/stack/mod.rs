@@ -586,16 +586,18 @@ impl Stack {
     /// Forgets a socket entirely (no packet is sent).
     fn free_socket(&mut self, index: u32) {
         let Some(generation) = self.sockets.generation(index) else { return };
-        let Some(s) = self.sockets.remove(index) else { return };
-        let tuple = s.conn.tuple();
+        let Some(s) = self.sockets.by_index(index) else { return };
+        let (tuple, deadline, parent, in_accept_queue) =
+            (s.conn.tuple(), s.deadline, s.parent, s.in_accept_queue);
+        self.sockets.delete(index);
         self.by_tuple.remove_if(&tuple, index);
-        if s.deadline.is_some() {
-            self.timers.reschedule(index, s.deadline, None);
+        if deadline.is_some() {
+            self.timers.reschedule(index, deadline, None);
             self.prune_timers();
         }
-        if let Some(parent) = s.parent {
+        if let Some(parent) = parent {
             if let Some(l) = self.listeners.by_index_mut(parent) {
-                if s.in_accept_queue {
+                if in_accept_queue {
                     l.accept_queue.retain(|h| *h != SocketHandle { index, generation });
                 } else {
                     l.syn_queue = l.syn_queue.saturating_sub(1);

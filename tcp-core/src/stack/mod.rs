@@ -50,6 +50,13 @@ use crate::tcp::{
 };
 use crate::time::{Instant, earliest};
 
+/// Byte-queue rings of freed connections are kept for new ones while their capacities add
+/// up to at most this many bytes (each ring holds at most
+/// [`RETAIN_WHEN_EMPTY`](crate::tcp::buffer::RETAIN_WHEN_EMPTY)): short connections then
+/// allocate nothing for their send and receive queues, even when a thousand of them close
+/// at once.
+const SPARE_QUEUE_BYTES: usize = 512 * 1024;
+
 /// One TCP/IPv4 stack instance bound to one interface (one NIC queue pair in netpop).
 ///
 /// # Call protocol
@@ -92,6 +99,10 @@ pub struct Stack {
     due: Vec<u32>,
     /// Sockets that may have something to transmit, served round-robin.
     tx_queue: VecDeque<u32>,
+    /// Queue storage of freed connections, for new ones (see [`SPARE_QUEUE_BYTES`]).
+    spare_queues: Vec<VecDeque<u8>>,
+    /// The capacities of `spare_queues`, summed.
+    spare_queue_bytes: usize,
     /// Complete frames the stack originated itself (ARP, ICMP, resets, cookie SYN-ACKs).
     control_tx: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
@@ -143,6 +154,8 @@ impl Stack {
             timers: TimerQueue::default(),
             due: Vec::new(),
             tx_queue: VecDeque::new(),
+            spare_queues: Vec::new(),
+            spare_queue_bytes: 0,
             control_tx: VecDeque::new(),
             events: VecDeque::new(),
             last_syn_overflow: None,
@@ -568,6 +581,17 @@ impl Stack {
         parent: Option<u32>,
         next_hop: Ipv4Addr,
     ) -> SocketHandle {
+        let mut conn = conn;
+        while let Some(storage) = self.spare_queues.pop() {
+            let capacity = storage.capacity();
+            match conn.adopt_storage(storage) {
+                Some(unused) => {
+                    self.spare_queues.push(unused);
+                    break;
+                }
+                None => self.spare_queue_bytes -= capacity,
+            }
+        }
         let tuple = conn.tuple();
         let (index, generation) = self.sockets.insert(Socket {
             conn,
@@ -586,9 +610,11 @@ impl Stack {
     /// Forgets a socket entirely (no packet is sent).
     fn free_socket(&mut self, index: u32) {
         let Some(generation) = self.sockets.generation(index) else { return };
-        let Some(s) = self.sockets.by_index(index) else { return };
+        let Some(s) = self.sockets.by_index_mut(index) else { return };
         let (tuple, deadline, parent, in_accept_queue) =
             (s.conn.tuple(), s.deadline, s.parent, s.in_accept_queue);
+        let storage = s.conn.release_storage();
+        self.keep_spare_queues(storage);
         self.sockets.delete(index);
         self.by_tuple.remove_if(&tuple, index);
         if deadline.is_some() {
@@ -659,6 +685,11 @@ impl Stack {
         let finished = s.conn.is_closed();
         let parent = s.parent;
         let app_closed = s.app_closed;
+        if s.conn.state() == State::TimeWait && s.conn.holds_storage() {
+            // A connection waiting out TIME-WAIT (often for a minute) holds no rings.
+            let storage = s.conn.release_idle_storage();
+            self.keep_spare_queues(storage);
+        }
         if rescheduled {
             self.prune_timers();
         }
@@ -678,6 +709,19 @@ impl Stack {
                 return;
             }
             self.free_socket(index);
+        }
+    }
+
+    /// Keeps queue storage for connections yet to come (see [`SPARE_QUEUE_BYTES`]).
+    fn keep_spare_queues(&mut self, storage: [VecDeque<u8>; 2]) {
+        for ring in storage {
+            let capacity = ring.capacity();
+            if (1..=crate::tcp::buffer::RETAIN_WHEN_EMPTY).contains(&capacity)
+                && self.spare_queue_bytes + capacity <= SPARE_QUEUE_BYTES
+            {
+                self.spare_queue_bytes += capacity;
+                self.spare_queues.push(ring);
+            }
         }
     }
 

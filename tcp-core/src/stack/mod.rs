@@ -639,7 +639,30 @@ impl Stack {
     }
 
     /// `after_activity`, with control over whether the socket joins the transmit queue.
+    ///
+    /// Most calls change nothing but the transmit queue (a poll that found nothing to send,
+    /// a read that owed no window update); they return after a few comparisons.
+    #[inline]
     fn settle(&mut self, index: u32, queue_for_tx: bool) {
+        let Some(s) = self.sockets.by_index_mut(index) else { return };
+        if queue_for_tx && !s.tx_queued {
+            s.tx_queued = true;
+            self.tx_queue.push_back(index);
+        }
+        let state = s.conn.state();
+        let quiet = !s.conn.has_event()
+            && s.conn.poll_timeout() == s.deadline
+            && state != State::Closed
+            && (state != State::TimeWait || !s.conn.holds_storage());
+        if !quiet {
+            self.settle_changes(index);
+        }
+    }
+
+    /// The part of [`settle`](Stack::settle) for a socket whose events, deadline or state
+    /// may need attention.
+    #[inline(never)]
+    fn settle_changes(&mut self, index: u32) {
         let Some(generation) = self.sockets.generation(index) else { return };
         let handle = SocketHandle { index, generation };
         let mut became_established = false;
@@ -677,10 +700,6 @@ impl Stack {
         if rescheduled {
             self.timers.reschedule(index, s.deadline, deadline);
             s.deadline = deadline;
-        }
-        if queue_for_tx && !s.tx_queued {
-            s.tx_queued = true;
-            self.tx_queue.push_back(index);
         }
         let finished = s.conn.is_closed();
         let parent = s.parent;

@@ -371,6 +371,11 @@ impl Connection {
         [self.send_buf.release(), self.recv_buf.release()]
     }
 
+    /// True when [`poll_event`](Connection::poll_event) has something.
+    pub fn has_event(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// CLOSED with nothing left to send: the stack may free the connection.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed && self.pending_control.is_none()

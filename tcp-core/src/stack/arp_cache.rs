@@ -72,6 +72,10 @@ pub struct ArpCache {
     /// What [`poll_timeout`](ArpCache::poll_timeout) returns, recomputed after every
     /// change: the stack asks for it on every call of its own `poll_timeout`.
     next_deadline: Option<Instant>,
+    /// The entry filled last, `(ip, mac, expires_at)`, answered without a B-tree walk: the
+    /// transmit path looks up the next hop of every segment, and a host mostly talks to one
+    /// gateway or a few peers. Cleared whenever that entry leaves `entries`.
+    last_filled: Option<(u32, EthernetAddress, Instant)>,
 }
 
 impl ArpCache {
@@ -90,11 +94,17 @@ impl ArpCache {
             evicted_packets: 0,
             latest_now: Instant::ZERO,
             next_deadline: None,
+            last_filled: None,
         }
     }
 
     /// The Ethernet address of `ip`, unless unknown or expired.
     pub fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<EthernetAddress> {
+        if let Some((key, mac, expires_at)) = self.last_filled {
+            if key == ip.to_bits() {
+                return (now < expires_at).then_some(mac);
+            }
+        }
         let entry = self.entries.get(&ip.to_bits())?;
         (now < entry.filled_at + self.entry_lifetime).then_some(entry.mac)
     }
@@ -113,9 +123,11 @@ impl ArpCache {
             self.by_age.remove(&(old.filled_at, key));
         }
         self.by_age.insert((now, key));
+        self.last_filled = Some((key, mac, now + self.entry_lifetime));
         while self.entries.len() > self.capacity {
             let Some((_, oldest)) = self.by_age.pop_first() else { break };
             self.entries.remove(&oldest);
+            self.forget_last(oldest);
         }
         self.refresh_deadline();
     }
@@ -188,6 +200,7 @@ impl ArpCache {
             }
             self.by_age.pop_first();
             self.entries.remove(&ip);
+            self.forget_last(ip);
         }
         let mut dropped = core::mem::take(&mut self.evicted_packets);
         let mut freed = 0;
@@ -210,6 +223,12 @@ impl ArpCache {
         self.next_deadline
     }
 
+    fn forget_last(&mut self, key: u32) {
+        if self.last_filled.is_some_and(|(k, _, _)| k == key) {
+            self.last_filled = None;
+        }
+    }
+
     fn refresh_deadline(&mut self) {
         let entry = self.by_age.first().map(|&(filled_at, _)| filled_at + self.entry_lifetime);
         let give_up = self.unresolved.values().map(|r| give_up_at(r, self.request_interval)).min();
@@ -228,7 +247,9 @@ impl ArpCache {
         self.entries.is_empty()
     }
 
-    fn observe(&mut self, now: Instant) {
+    /// Shows the cache the time: [`queue_pending`](ArpCache::queue_pending), which is not
+    /// given it, stamps new resolutions with the latest time seen.
+    pub fn observe(&mut self, now: Instant) {
         self.latest_now = self.latest_now.max(now);
     }
 
@@ -454,5 +475,43 @@ mod tests {
         c.fill(ip(1), MAC_A, secs(0));
         assert_eq!(c.lookup(ip(1), secs(0)), Some(MAC_A));
         assert!(c.should_request(ip(2), secs(0)));
+    }
+
+    proptest::proptest! {
+        /// Lookups (which answer the last-filled entry without the B-tree) agree with a
+        /// plain model of the cache through fills, refreshes, evictions and expiry.
+        #[test]
+        fn lookups_match_a_model(
+            ops in proptest::collection::vec((0u8..3, 1u8..5, 0u64..3), 1..200),
+        ) {
+            let mut c = cache(3);
+            // ip -> (mac, filled_at)
+            let mut model: alloc::collections::BTreeMap<u8, (EthernetAddress, u64)> =
+                alloc::collections::BTreeMap::new();
+            let mut now = 0;
+            for (op, host, step) in ops {
+                now += step * 20;
+                match op {
+                    0 => {
+                        let mac = if host % 2 == 0 { MAC_A } else { MAC_B };
+                        c.fill(ip(host), mac, secs(now));
+                        model.insert(host, (mac, now));
+                        while model.len() > 3 {
+                            let oldest = model.iter().min_by_key(|(h, (_, t))| (*t, ip(**h))).map(|(h, _)| *h);
+                            if let Some(h) = oldest { model.remove(&h); }
+                        }
+                    }
+                    1 => {
+                        c.expire(secs(now));
+                        model.retain(|_, (_, t)| now < *t + 60);
+                    }
+                    _ => {}
+                }
+                for h in 1u8..5 {
+                    let want = model.get(&h).filter(|(_, t)| now < *t + 60).map(|(m, _)| *m);
+                    proptest::prop_assert_eq!(c.lookup(ip(h), secs(now)), want, "host {} at {}", h, now);
+                }
+            }
+        }
     }
 }

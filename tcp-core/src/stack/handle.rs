@@ -120,6 +120,19 @@ impl<T> Slab<T> {
         Some(value)
     }
 
+    /// Drops the value at `index` where it lies (no move out of the slab, which matters for
+    /// a kilobyte-sized connection). Returns whether there was one.
+    pub(crate) fn delete(&mut self, index: u32) -> bool {
+        let Some(slot) = self.slots.get_mut(index as usize) else { return false };
+        if slot.value.is_none() {
+            return false;
+        }
+        slot.value = None;
+        self.free.push(index);
+        self.len -= 1;
+        true
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.value.as_ref().map(|v| (i as u32, v)))
     }

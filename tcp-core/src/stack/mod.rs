@@ -50,6 +50,13 @@ use crate::tcp::{
 };
 use crate::time::{Instant, earliest};
 
+/// Byte-queue rings of freed connections are kept for new ones while their capacities add
+/// up to at most this many bytes (each ring holds at most
+/// [`RETAIN_WHEN_EMPTY`](crate::tcp::buffer::RETAIN_WHEN_EMPTY)): short connections then
+/// allocate nothing for their send and receive queues, even when a thousand of them close
+/// at once.
+const SPARE_QUEUE_BYTES: usize = 512 * 1024;
+
 /// One TCP/IPv4 stack instance bound to one interface (one NIC queue pair in netpop).
 ///
 /// # Call protocol
@@ -92,6 +99,10 @@ pub struct Stack {
     due: Vec<u32>,
     /// Sockets that may have something to transmit, served round-robin.
     tx_queue: VecDeque<u32>,
+    /// Queue storage of freed connections, for new ones (see [`SPARE_QUEUE_BYTES`]).
+    spare_queues: Vec<VecDeque<u8>>,
+    /// The capacities of `spare_queues`, summed.
+    spare_queue_bytes: usize,
     /// Complete frames the stack originated itself (ARP, ICMP, resets, cookie SYN-ACKs).
     control_tx: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
@@ -143,6 +154,8 @@ impl Stack {
             timers: TimerQueue::default(),
             due: Vec::new(),
             tx_queue: VecDeque::new(),
+            spare_queues: Vec::new(),
+            spare_queue_bytes: 0,
             control_tx: VecDeque::new(),
             events: VecDeque::new(),
             last_syn_overflow: None,
@@ -213,8 +226,14 @@ impl Stack {
         due.clear();
         self.due = due;
         self.prune_timers();
-        self.counters.arp_pending_dropped += self.arp.expire(now) as u64;
-        self.counters.ipv4_fragment_timeouts += self.reassembler.expire(now) as u64;
+        // Most timeouts are TCP's: the ARP cache and the reassembler only do work when
+        // their own deadline has come.
+        if self.arp.poll_timeout().is_some_and(|t| t <= now) {
+            self.counters.arp_pending_dropped += self.arp.expire(now) as u64;
+        }
+        if self.reassembler.poll_timeout().is_some_and(|t| t <= now) {
+            self.counters.ipv4_fragment_timeouts += self.reassembler.expire(now) as u64;
+        }
     }
 
     /// The next event for the application, if any.
@@ -562,6 +581,17 @@ impl Stack {
         parent: Option<u32>,
         next_hop: Ipv4Addr,
     ) -> SocketHandle {
+        let mut conn = conn;
+        while let Some(storage) = self.spare_queues.pop() {
+            let capacity = storage.capacity();
+            match conn.adopt_storage(storage) {
+                Some(unused) => {
+                    self.spare_queues.push(unused);
+                    break;
+                }
+                None => self.spare_queue_bytes -= capacity,
+            }
+        }
         let tuple = conn.tuple();
         let (index, generation) = self.sockets.insert(Socket {
             conn,
@@ -580,16 +610,20 @@ impl Stack {
     /// Forgets a socket entirely (no packet is sent).
     fn free_socket(&mut self, index: u32) {
         let Some(generation) = self.sockets.generation(index) else { return };
-        let Some(s) = self.sockets.remove(index) else { return };
-        let tuple = s.conn.tuple();
+        let Some(s) = self.sockets.by_index_mut(index) else { return };
+        let (tuple, deadline, parent, in_accept_queue) =
+            (s.conn.tuple(), s.deadline, s.parent, s.in_accept_queue);
+        let storage = s.conn.release_storage();
+        self.keep_spare_queues(storage);
+        self.sockets.delete(index);
         self.by_tuple.remove_if(&tuple, index);
-        if s.deadline.is_some() {
-            self.timers.reschedule(index, s.deadline, None);
+        if deadline.is_some() {
+            self.timers.reschedule(index, deadline, None);
             self.prune_timers();
         }
-        if let Some(parent) = s.parent {
+        if let Some(parent) = parent {
             if let Some(l) = self.listeners.by_index_mut(parent) {
-                if s.in_accept_queue {
+                if in_accept_queue {
                     l.accept_queue.retain(|h| *h != SocketHandle { index, generation });
                 } else {
                     l.syn_queue = l.syn_queue.saturating_sub(1);
@@ -605,7 +639,30 @@ impl Stack {
     }
 
     /// `after_activity`, with control over whether the socket joins the transmit queue.
+    ///
+    /// Most calls change nothing but the transmit queue (a poll that found nothing to send,
+    /// a read that owed no window update); they return after a few comparisons.
+    #[inline]
     fn settle(&mut self, index: u32, queue_for_tx: bool) {
+        let Some(s) = self.sockets.by_index_mut(index) else { return };
+        if queue_for_tx && !s.tx_queued {
+            s.tx_queued = true;
+            self.tx_queue.push_back(index);
+        }
+        let state = s.conn.state();
+        let quiet = !s.conn.has_event()
+            && s.conn.poll_timeout() == s.deadline
+            && state != State::Closed
+            && (state != State::TimeWait || !s.conn.holds_storage());
+        if !quiet {
+            self.settle_changes(index);
+        }
+    }
+
+    /// The part of [`settle`](Stack::settle) for a socket whose events, deadline or state
+    /// may need attention.
+    #[inline(never)]
+    fn settle_changes(&mut self, index: u32) {
         let Some(generation) = self.sockets.generation(index) else { return };
         let handle = SocketHandle { index, generation };
         let mut became_established = false;
@@ -644,13 +701,14 @@ impl Stack {
             self.timers.reschedule(index, s.deadline, deadline);
             s.deadline = deadline;
         }
-        if queue_for_tx && !s.tx_queued {
-            s.tx_queued = true;
-            self.tx_queue.push_back(index);
-        }
         let finished = s.conn.is_closed();
         let parent = s.parent;
         let app_closed = s.app_closed;
+        if s.conn.state() == State::TimeWait && s.conn.holds_storage() {
+            // A connection waiting out TIME-WAIT (often for a minute) holds no rings.
+            let storage = s.conn.release_idle_storage();
+            self.keep_spare_queues(storage);
+        }
         if rescheduled {
             self.prune_timers();
         }
@@ -670,6 +728,19 @@ impl Stack {
                 return;
             }
             self.free_socket(index);
+        }
+    }
+
+    /// Keeps queue storage for connections yet to come (see [`SPARE_QUEUE_BYTES`]).
+    fn keep_spare_queues(&mut self, storage: [VecDeque<u8>; 2]) {
+        for ring in storage {
+            let capacity = ring.capacity();
+            if (1..=crate::tcp::buffer::RETAIN_WHEN_EMPTY).contains(&capacity)
+                && self.spare_queue_bytes + capacity <= SPARE_QUEUE_BYTES
+            {
+                self.spare_queue_bytes += capacity;
+                self.spare_queues.push(ring);
+            }
         }
     }
 

@@ -44,13 +44,15 @@ impl Stack {
             let Some(s) = self.sockets.by_index_mut(index) else { continue };
             s.tx_queued = false;
             let next_hop = s.next_hop;
-            // An unresolved next hop does not hold the connection back: its segments wait in
-            // the bounded ARP queue (as in Linux's neighbour queue) while TCP's own timers
-            // run, so a peer that never answers ARP ends in a timeout, not a hang.
-            let mac = self.arp.lookup(next_hop, now);
             let max_payload = self.config.mtu.saturating_sub(ipv4::HEADER_LEN + tcp::HEADER_LEN);
             let tuple = s.conn.tuple();
+            // An unresolved next hop does not hold the connection back: its segments wait in
+            // the bounded ARP queue (as in Linux's neighbour queue) while TCP's own timers
+            // run, so a peer that never answers ARP ends in a timeout, not a hang. The
+            // lookup waits until there is a segment: most polls of a socket find none.
+            let mut mac = None;
             let written = s.conn.poll_transmit(now, max_payload).map(|seg| {
+                mac = self.arp.lookup(next_hop, now);
                 let dst = mac.unwrap_or(EthernetAddress([0; 6]));
                 frame_tcp(&self.config, &mut self.ip_ident, dst, tuple, &seg, buf)
             });
@@ -64,6 +66,7 @@ impl Stack {
                 }
                 (Some(Ok(len)), None) => {
                     let packet = buf.get(ethernet::HEADER_LEN..len).unwrap_or_default().to_vec();
+                    self.arp.observe(now);
                     if !self.arp.queue_pending(next_hop, packet) {
                         self.counters.arp_pending_dropped += 1;
                     }
@@ -135,6 +138,7 @@ impl Stack {
                 self.control_tx.push_back(frame);
             }
             None => {
+                self.arp.observe(now);
                 if !self.arp.queue_pending(next_hop, packet) {
                     self.counters.arp_pending_dropped += 1;
                 }

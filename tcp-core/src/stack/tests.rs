@@ -443,3 +443,39 @@ fn fragmentation_needed_lowers_the_segment_size_only_for_in_flight_data() {
         assert!(n - 14 <= 1000, "a {n}-byte frame after the MTU dropped to 1000");
     }
 }
+
+/// Bytes of queue storage the stack's sockets hold.
+fn queue_storage(stack: &Stack) -> usize {
+    stack
+        .sockets
+        .iter()
+        .map(|(_, s)| s.conn.send_buf.allocated() + s.conn.recv_buf.allocated())
+        .sum()
+}
+
+#[test]
+fn time_wait_holds_no_queue_storage_and_new_connections_reuse_it() {
+    let mut p = Pair::new();
+    let l = p.b.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 16).unwrap();
+    for round in 0..3 {
+        let c = p.a.connect(p.now, SocketAddrV4::new(IP_B, 80), None).unwrap();
+        p.advance(Duration::from_millis(10));
+        let (s, _) = p.b.accept(l).unwrap();
+        p.a.send(c, b"ping").unwrap();
+        p.advance(Duration::from_millis(10));
+        assert_eq!(read_all(&mut p.b, s), b"ping");
+        p.b.send(s, b"pong").unwrap();
+        // The server closes first, so it is the one that waits out TIME-WAIT.
+        p.b.close(s).unwrap();
+        p.advance(Duration::from_millis(10));
+        assert_eq!(read_all(&mut p.a, c), b"pong");
+        p.a.close(c).unwrap();
+        p.advance(Duration::from_millis(10));
+        assert_eq!(p.a.socket_count(), 0, "round {round}: the client is gone");
+        assert_eq!(p.b.socket_count(), round + 1, "round {round}: the server waits in TIME-WAIT");
+        assert_eq!(queue_storage(&p.b), 0, "round {round}: TIME-WAIT sockets hold no rings");
+        // Both ends kept their rings for the next connection rather than freeing them.
+        assert_eq!(p.a.spare_queues.len(), 2, "round {round}");
+        assert_eq!(p.b.spare_queues.len(), 2, "round {round}");
+    }
+}

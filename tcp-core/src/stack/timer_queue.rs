@@ -1,18 +1,26 @@
 //! The stack's timer queue: which socket's deadline comes next.
 //!
-//! A binary min-heap of `(deadline, socket)` entries with lazy deletion. Each socket keeps
-//! its one current deadline itself (`Socket::deadline`); moving or cancelling a deadline
-//! only pushes the new entry (O(1) on average for a later deadline) and leaves the old one
-//! in the heap, where it is recognised as stale — its socket's current deadline differs —
-//! and dropped once it reaches the top. The stack prunes the top after every change, so
-//! the earliest entry is always a live one and [`TimerQueue::next`] is exact. Stale
-//! entries never outnumber live ones by much: past a bound the heap is rebuilt from the
-//! sockets' deadlines, which costs O(sockets) once per that many pushes.
+//! Entries are `(deadline, socket)` pairs with lazy deletion. Each socket keeps its one
+//! current deadline itself (`Socket::deadline`); moving or cancelling a deadline only adds
+//! the new entry and leaves the old one behind, where it is recognised as stale — its
+//! socket's current deadline differs — and dropped once it is the earliest. The stack
+//! prunes after every change, so the earliest entry is always a live one and
+//! [`TimerQueue::next`] is exact. Stale entries never outnumber live ones by much: past a
+//! bound the queue is rebuilt from the sockets' deadlines, which costs O(sockets log
+//! sockets) once per that many additions.
+//!
+//! Most deadlines are "now plus a fixed duration" (TIME-WAIT, the RTO, delayed ACK,
+//! keepalive) and the stack's clock only moves forward, so entries of one kind arrive in
+//! order. They are kept in a few sorted FIFO *lanes*: an entry joins the lane whose last
+//! entry is the latest one not after it, so each kind of deadline settles into a lane of its
+//! own and adding or removing an entry is O(1). Only an entry that fits no lane goes to a
+//! binary heap. The earliest entry is the least of the lanes' fronts and the heap's top.
 //!
 //! Entries pop in `(deadline, socket index)` order, so sockets due at the same instant are
 //! served by index, as with an ordered set.
 
-use alloc::collections::BinaryHeap;
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use crate::time::Instant;
@@ -20,17 +28,95 @@ use crate::time::Instant;
 /// Stale entries tolerated beyond the live ones before a rebuild.
 const SLACK: usize = 64;
 
+/// Sorted FIFO lanes; a handful covers the kinds of deadline a connection has.
+const LANES: usize = 4;
+
+type Entry = (Instant, u32);
+
+/// Where the earliest entry lives.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Lane(usize),
+    Heap,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Instant, u32)>>,
-    /// Sockets with a deadline (each has at least one entry in `heap`).
+    /// Each lane is sorted by `(deadline, socket)`.
+    lanes: [VecDeque<Entry>; LANES],
+    /// Entries that fit no lane.
+    heap: BinaryHeap<Reverse<Entry>>,
+    /// Entries in the lanes and the heap, stale ones included.
+    entries: usize,
+    /// Sockets with a deadline (each has at least one entry).
     live: usize,
+    /// The earliest entry and where it is, kept up to date by every change: the stack
+    /// asks for it far more often than the queue changes.
+    first: Option<(Entry, Source)>,
 }
 
 impl TimerQueue {
     /// The earliest deadline, if any. Exact as long as the owner prunes after changes.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+        self.first.map(|(entry, _)| entry.0)
+    }
+
+    /// Finds the earliest entry and where it is.
+    fn find_first(&self) -> Option<(Entry, Source)> {
+        let mut best = self.heap.peek().map(|&Reverse(e)| (e, Source::Heap));
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if let Some(&front) = lane.front() {
+                if best.is_none_or(|(b, _)| front < b) {
+                    best = Some((front, Source::Lane(i)));
+                }
+            }
+        }
+        best
+    }
+
+    fn remove(&mut self, source: Source) {
+        match source {
+            Source::Lane(i) => {
+                if let Some(lane) = self.lanes.get_mut(i) {
+                    lane.pop_front();
+                }
+            }
+            Source::Heap => {
+                self.heap.pop();
+            }
+        }
+        self.entries = self.entries.saturating_sub(1);
+        self.first = self.find_first();
+    }
+
+    fn add(&mut self, entry: Entry) {
+        self.entries += 1;
+        // The lane whose last entry is the latest one not after `entry`; else an empty lane.
+        let mut fit: Option<(usize, Entry)> = None;
+        let mut empty = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            match lane.back() {
+                Some(&back) if back <= entry && fit.is_none_or(|(_, f)| back > f) => {
+                    fit = Some((i, back))
+                }
+                Some(_) => {}
+                None => empty = empty.or(Some(i)),
+            }
+        }
+        let source = fit.map(|(i, _)| i).or(empty).map_or(Source::Heap, Source::Lane);
+        match source {
+            Source::Lane(i) => {
+                if let Some(lane) = self.lanes.get_mut(i) {
+                    lane.push_back(entry);
+                }
+            }
+            Source::Heap => self.heap.push(Reverse(entry)),
+        }
+        // An entry earlier than every other one is the front of its lane (a lane it joined
+        // holds nothing later than it) or the heap's new top.
+        if self.first.is_none_or(|(f, _)| entry < f) {
+            self.first = Some((entry, source));
+        }
     }
 
     /// Records that `socket`'s deadline moved from `old` to `new` (either may be `None`).
@@ -45,7 +131,7 @@ impl TimerQueue {
             _ => {}
         }
         if let Some(t) = new {
-            self.heap.push(Reverse((t, socket)));
+            self.add((t, socket));
         }
     }
 
@@ -53,12 +139,12 @@ impl TimerQueue {
     /// be stale; the caller checks it against the socket and, if it is live, clears the
     /// socket's deadline and calls [`fired`](TimerQueue::fired).
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, u32)> {
-        let &Reverse((t, socket)) = self.heap.peek()?;
-        if t > now {
+        let (entry, source) = self.first?;
+        if entry.0 > now {
             return None;
         }
-        self.heap.pop();
-        Some((t, socket))
+        self.remove(source);
+        Some(entry)
     }
 
     /// A live entry popped by `pop_due` fired: its socket has no deadline any more.
@@ -66,9 +152,9 @@ impl TimerQueue {
         self.live = self.live.saturating_sub(1);
     }
 
-    /// Drops stale entries from the top, so that [`next`](TimerQueue::next) is exact, and
-    /// rebuilds the heap from `current` (every socket's `(deadline, index)`) when stale
-    /// entries pile up. `is_current(deadline, socket)` says whether an entry is live.
+    /// Drops stale entries from the front, so that [`next`](TimerQueue::next) is exact,
+    /// and rebuilds the queue from `current` (every socket's `(deadline, index)`) when
+    /// stale entries pile up. `is_current(deadline, socket)` says whether an entry is live.
     pub(crate) fn prune<I>(
         &mut self,
         is_current: impl Fn(Instant, u32) -> bool,
@@ -76,23 +162,32 @@ impl TimerQueue {
     ) where
         I: Iterator<Item = (Instant, u32)>,
     {
-        if self.heap.len() > 2 * self.live + SLACK {
+        if self.entries > 2 * self.live + SLACK {
+            let mut all: Vec<Entry> = current().collect();
+            all.sort_unstable();
             self.heap.clear();
-            self.heap.extend(current().map(Reverse));
-            self.live = self.heap.len();
+            for lane in &mut self.lanes {
+                lane.clear();
+            }
+            self.live = all.len();
+            self.entries = all.len();
+            if let Some(first) = self.lanes.first_mut() {
+                first.extend(all);
+            }
+            self.first = self.find_first();
             return;
         }
-        while let Some(&Reverse((t, socket))) = self.heap.peek() {
+        while let Some(((t, socket), source)) = self.first {
             if is_current(t, socket) {
                 break;
             }
-            self.heap.pop();
+            self.remove(source);
         }
     }
 
     #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
-        self.heap.len()
+        self.entries
     }
 }
 
@@ -171,6 +266,23 @@ mod tests {
         }
         assert!(m.queue.entries() <= 2 * 100 + SLACK, "{} entries", m.queue.entries());
         assert_eq!(m.queue.next(), Some(Instant::from_secs(10_000 - 999)));
+    }
+
+    #[test]
+    fn fixed_duration_deadlines_stay_in_lanes() {
+        // TIME-WAIT-like deadlines (now + 60 s) interleaved with RTO-like ones (now + 1 s),
+        // as a server closing one connection after another produces them.
+        let mut m = Model::new(2_000);
+        for i in 0..1_000u32 {
+            let now = Instant::from_millis(u64::from(i) * 7);
+            m.set(2 * i, Some(now + core::time::Duration::from_secs(60)));
+            m.set(2 * i + 1, Some(now + core::time::Duration::from_secs(1)));
+        }
+        assert_eq!(m.queue.heap.len(), 0, "ordered arrivals need no heap");
+        assert_eq!(m.queue.next(), Some(Instant::from_secs(1)));
+        let fired = m.fire(Instant::from_millis(1_000 + 7 * 999));
+        assert_eq!(fired.len(), 1_000);
+        assert!(fired.iter().all(|s| s % 2 == 1), "only the 1 s deadlines are due");
     }
 
     proptest! {

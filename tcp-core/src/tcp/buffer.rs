@@ -5,8 +5,8 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-/// Storage an empty queue may keep.
-const RETAIN_WHEN_EMPTY: usize = 16 * 1024;
+/// Storage an empty queue may keep (and the largest storage the stack recycles).
+pub(crate) const RETAIN_WHEN_EMPTY: usize = 16 * 1024;
 
 /// A bounded FIFO of bytes.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +31,22 @@ impl ByteQueue {
 
     pub(crate) fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Takes `storage` (emptied) as this queue's ring if the queue has none yet; otherwise
+    /// hands it back.
+    pub(crate) fn adopt(&mut self, mut storage: VecDeque<u8>) -> Option<VecDeque<u8>> {
+        if self.bytes.capacity() > 0 {
+            return Some(storage);
+        }
+        storage.clear();
+        self.bytes = storage;
+        None
+    }
+
+    /// Gives up the queue's ring (with whatever it holds), leaving the queue empty.
+    pub(crate) fn release(&mut self) -> VecDeque<u8> {
+        core::mem::take(&mut self.bytes)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -84,7 +100,6 @@ impl ByteQueue {
     }
 
     /// Bytes of storage currently allocated.
-    #[cfg(test)]
     pub(crate) fn allocated(&self) -> usize {
         self.bytes.capacity()
     }

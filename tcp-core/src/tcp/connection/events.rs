@@ -63,6 +63,11 @@ impl EventQueue {
         // Unreachable: eight distinct codes fill the word exactly and a ninth cannot exist.
     }
 
+    /// True when no event waits.
+    pub(crate) fn is_empty(self) -> bool {
+        self.codes == 0
+    }
+
     /// The oldest waiting event.
     pub(crate) fn pop(&mut self) -> Option<ConnectionEvent> {
         let first = event(self.codes & CODE_MASK)?;

@@ -31,6 +31,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use alloc::collections::VecDeque;
 pub use codec::{CODEC_MAGIC, CODEC_VERSION, CodecError};
 pub use export::ConnectionState;
 pub use options::cookie_syn_ack;
@@ -335,6 +336,44 @@ impl Connection {
     /// poll.
     pub fn poll_event(&mut self) -> Option<ConnectionEvent> {
         self.events.pop()
+    }
+
+    /// Offers spare storage for the send and receive queues (a stack recycles the storage
+    /// of freed connections rather than returning it to the allocator). Storage a queue
+    /// cannot use, because it already has its own, is handed back.
+    pub(crate) fn adopt_storage(&mut self, storage: VecDeque<u8>) -> Option<VecDeque<u8>> {
+        let rest = self.send_buf.adopt(storage)?;
+        self.recv_buf.adopt(rest)
+    }
+
+    /// True while either queue has a ring allocated.
+    pub(crate) fn holds_storage(&self) -> bool {
+        self.send_buf.allocated() > 0 || self.recv_buf.allocated() > 0
+    }
+
+    /// Takes the storage of the queues that are empty and will stay so: in TIME-WAIT nothing
+    /// is sent any more and nothing can arrive, so a connection there needs no rings.
+    pub(crate) fn release_idle_storage(&mut self) -> [VecDeque<u8>; 2] {
+        let mut out = [VecDeque::new(), VecDeque::new()];
+        if self.state == State::TimeWait {
+            if self.send_buf.is_empty() {
+                out[0] = self.send_buf.release();
+            }
+            if self.recv_buf.is_empty() {
+                out[1] = self.recv_buf.release();
+            }
+        }
+        out
+    }
+
+    /// Takes the storage of both queues, for a connection about to be dropped.
+    pub(crate) fn release_storage(&mut self) -> [VecDeque<u8>; 2] {
+        [self.send_buf.release(), self.recv_buf.release()]
+    }
+
+    /// True when [`poll_event`](Connection::poll_event) has something.
+    pub fn has_event(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// CLOSED with nothing left to send: the stack may free the connection.

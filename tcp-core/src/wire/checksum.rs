@@ -9,20 +9,12 @@ use core::net::Ipv4Addr;
 
 use super::IpProtocol;
 
-/// Folds a wide one's-complement accumulator down to 16 bits (RFC 1071 §2(C)): adding
-/// the carries back in keeps the value congruent modulo 2^16 - 1.
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// Folds a 64-bit one's-complement sum to 16 bits in two branch-free steps (RFC 1071
-/// §2(C)). Adding a word to itself rotated by half its width puts `high + low` in the upper
-/// half, and the carry out of the lower half is exactly the end-around carry of that
-/// addition. As with [`fold`], the result is zero only for a zero sum.
-fn fold_u64(sum: u64) -> u16 {
+/// Folds a 64-bit one's-complement accumulator to 16 bits (RFC 1071 §2(C)) in two
+/// branch-free steps. Adding a word to itself rotated by half its width puts
+/// `high + low` in the upper half, and the carry out of the lower half is exactly the
+/// end-around carry of that addition, so the value stays congruent modulo 2^16 - 1. The
+/// result is zero only for a zero sum.
+fn fold(sum: u64) -> u16 {
     let half = (sum.wrapping_add(sum.rotate_left(32)) >> 32) as u32;
     (half.wrapping_add(half.rotate_left(16)) >> 16) as u16
 }
@@ -108,7 +100,7 @@ pub fn data(bytes: &[u8]) -> u16 {
     let (sum, carry) = add_with_carry(sum, tail_sum, false);
     let (sum, carry) = add_with_carry(sum, carries, carry);
     // Cannot overflow: `carries <= bytes.len() / 8`, so after a carry out `sum <= carries`.
-    let native = fold_u64(sum + u64::from(carry));
+    let native = fold(sum + u64::from(carry));
     u16::from_be_bytes(native.to_ne_bytes())
 }
 
@@ -147,6 +139,14 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
     use proptest::prelude::*;
+
+    /// Folding as RFC 1071 §2(C) words it: add the carries back until none are left.
+    fn fold_one_carry_at_a_time(mut sum: u64) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
 
     /// The plainest possible RFC 1071 sum, to check the fast one against.
     fn reference_sum(bytes: &[u8]) -> u16 {
@@ -260,13 +260,13 @@ mod tests {
 
         /// The branch-free fold agrees with folding one carry at a time.
         #[test]
-        fn fold_u64_equals_repeated_folding(sum in prop_oneof![
+        fn fold_equals_folding_one_carry_at_a_time(sum in prop_oneof![
             any::<u64>(),
             Just(0u64),
             Just(u64::MAX),
             (0u32..4).prop_map(|k| 0xffffu64 << (16 * k)),
         ]) {
-            prop_assert_eq!(fold_u64(sum), fold(sum));
+            prop_assert_eq!(fold(sum), fold_one_carry_at_a_time(sum));
         }
 
         #[test]

@@ -45,19 +45,39 @@ const BLOCK_LEN: usize = 64;
 /// The folded one's-complement sum of `bytes` taken as big-endian 16-bit words; an odd
 /// final byte is padded with a zero octet (RFC 1071 §1). The result is not complemented.
 pub fn data(bytes: &[u8]) -> u16 {
-    sum(bytes)
+    sum(0, bytes)
 }
 
 /// [`data`] over an IPv4 header without options, the length almost every packet has
 /// (parsed once, emitted once): with the length known the sum is straight-line code.
 pub(crate) fn ipv4_header(bytes: &[u8; 20]) -> u16 {
-    sum(bytes)
+    sum(0, bytes)
 }
 
-/// The body of [`data`], inlined so that callers with a constant length get straight-line
-/// code.
+/// The folded sum over the IPv4 pseudo-header (RFC 9293 §3.1, RFC 768) and `segment`
+/// (a TCP or UDP header and its data, `length` bytes), in one pass: the value of
+/// `combine(&[pseudo_header_ipv4(src, dst, protocol, length), data(segment)])`.
+pub(crate) fn pseudo_header_ipv4_and_data(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    length: u32,
+    segment: &[u8],
+) -> u16 {
+    // The pseudo-header's words as they would lie in memory (the sum runs in native
+    // order): the addresses, then zero and protocol, then the length. A length above 16
+    // bits adds its high word, as `pseudo_header_ipv4` does.
+    let pseudo = u64::from(u32::from_ne_bytes(src.octets()))
+        + u64::from(u32::from_ne_bytes(dst.octets()))
+        + u64::from(u16::from_ne_bytes([0, u8::from(protocol)]))
+        + u64::from(u32::from_ne_bytes(length.to_be_bytes()));
+    sum(pseudo, segment)
+}
+
+/// The body of [`data`], starting from `initial`, a sum of native-order words below
+/// 2^62; inlined so that callers with a constant length get straight-line code.
 #[inline(always)]
-fn sum(bytes: &[u8]) -> u16 {
+fn sum(initial: u64, bytes: &[u8]) -> u16 {
     // RFC 1071 §2(B): the one's-complement sum does not depend on byte order, so the words
     // are summed as they lie in memory (native order, no swap per word) and the folded
     // result is swapped once at the end. §2(A)/(C): a 64-bit word is four 16-bit words
@@ -65,7 +85,7 @@ fn sum(bytes: &[u8]) -> u16 {
     // worth 1 (2^64 ≡ 1). So eight words go through one add-with-carry chain (one
     // instruction per 8 bytes) and only the chain's final carry is counted, in `carries`,
     // which grows by at most one per 8 bytes and cannot overflow.
-    let mut sum = 0u64;
+    let mut sum = initial;
     let mut carries = 0u64;
     let mut blocks = bytes.chunks_exact(BLOCK_LEN);
     for block in &mut blocks {
@@ -222,6 +242,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn one_pass_pseudo_header_sum_equals_combining_the_parts(
+            (src, dst, protocol) in (any::<u32>(), any::<u32>(), any::<u8>()),
+            segment in proptest::collection::vec(any::<u8>(), 0..300),
+            length in prop_oneof![any::<u32>(), Just(0u32), Just(u32::MAX)],
+        ) {
+            let (src, dst, protocol) = (Ipv4Addr::from(src), Ipv4Addr::from(dst), IpProtocol::from(protocol));
+            prop_assert_eq!(
+                pseudo_header_ipv4_and_data(src, dst, protocol, length, &segment),
+                combine(&[pseudo_header_ipv4(src, dst, protocol, length), data(&segment)])
+            );
+        }
+
         #[test]
         fn ipv4_header_sum_equals_reference(bytes in proptest::array::uniform20(any::<u8>())) {
             prop_assert_eq!(ipv4_header(&bytes), reference_sum(&bytes));

@@ -153,34 +153,41 @@ fn apply(options: &mut TcpOptions, kind: u8, body: &[u8]) {
 
 /// Bytes of every option except SACK blocks, in the Linux layout.
 fn fixed_len(options: &TcpOptions) -> usize {
-    let mut len = 0;
-    if options.mss.is_some() {
-        len += ALIGNED_MSS;
-    }
-    if options.timestamp.is_some() {
-        // SACK-permitted rides in the NOP NOP slot before the timestamp.
-        len += ALIGNED_TIMESTAMP;
+    // SACK-permitted rides in the NOP NOP slot before the timestamp when both are sent.
+    let timestamp_or_sack_permitted = if options.timestamp.is_some() {
+        ALIGNED_TIMESTAMP
     } else if options.sack_permitted {
-        len += ALIGNED_SACK_PERMITTED;
-    }
-    if options.window_scale.is_some() {
-        len += ALIGNED_WINDOW_SCALE;
-    }
-    len
+        ALIGNED_SACK_PERMITTED
+    } else {
+        0
+    };
+    usize::from(options.mss.is_some()) * ALIGNED_MSS
+        + timestamp_or_sack_permitted
+        + usize::from(options.window_scale.is_some()) * ALIGNED_WINDOW_SCALE
 }
 
 /// How many of the SACK blocks fit next to the other options (Linux's
 /// `tcp_established_options`): three with timestamps, four without.
 pub(crate) fn sack_blocks_that_fit(options: &TcpOptions) -> usize {
-    let room = MAX_OPTIONS_LEN.saturating_sub(fixed_len(options) + ALIGNED_SACK_BASE);
+    blocks_that_fit(options, fixed_len(options))
+}
+
+/// [`sack_blocks_that_fit`] with the other options' length already known.
+fn blocks_that_fit(options: &TcpOptions, fixed_len: usize) -> usize {
+    // Most segments carry no SACK blocks: answer without the division.
+    if options.sack.is_empty() {
+        return 0;
+    }
+    let room = MAX_OPTIONS_LEN.saturating_sub(fixed_len + ALIGNED_SACK_BASE);
     options.sack.len().min(room / LEN_SACK_BLOCK)
 }
 
 /// Length of the encoded options, a multiple of four and at most 40.
 pub(crate) fn encoded_len(options: &TcpOptions) -> usize {
-    match sack_blocks_that_fit(options) {
-        0 => fixed_len(options),
-        blocks => fixed_len(options) + ALIGNED_SACK_BASE + blocks * LEN_SACK_BLOCK,
+    let fixed = fixed_len(options);
+    match blocks_that_fit(options, fixed) {
+        0 => fixed,
+        blocks => fixed + ALIGNED_SACK_BASE + blocks * LEN_SACK_BLOCK,
     }
 }
 

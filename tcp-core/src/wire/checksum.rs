@@ -9,77 +9,133 @@ use core::net::Ipv4Addr;
 
 use super::IpProtocol;
 
-/// Folds a wide one's-complement accumulator down to 16 bits (RFC 1071 §2(C)): adding
-/// the carries back in keeps the value congruent modulo 2^16 - 1.
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+/// Folds a 64-bit one's-complement accumulator to 16 bits (RFC 1071 §2(C)) in two
+/// branch-free steps. Adding a word to itself rotated by half its width puts
+/// `high + low` in the upper half, and the carry out of the lower half is exactly the
+/// end-around carry of that addition, so the value stays congruent modulo 2^16 - 1. The
+/// result is zero only for a zero sum.
+fn fold(sum: u64) -> u16 {
+    let half = (sum.wrapping_add(sum.rotate_left(32)) >> 32) as u32;
+    (half.wrapping_add(half.rotate_left(16)) >> 16) as u16
 }
 
-/// One's-complement addition of two 64-bit words: a carry out of bit 63 is added back
-/// into bit 0, which is correct because 2^64 ≡ 1 (mod 2^16 - 1).
-fn add_end_around(acc: u64, word: u64) -> u64 {
-    let (sum, carried) = acc.overflowing_add(word);
-    // Cannot overflow: when `carried`, `sum <= 2^64 - 2`.
-    sum + u64::from(carried)
+/// `a + b + carry` with the carry out: the shape LLVM lowers to one `adc` per word.
+fn add_with_carry(a: u64, b: u64, carry: bool) -> (u64, bool) {
+    let (sum, first) = a.overflowing_add(b);
+    let (sum, second) = sum.overflowing_add(u64::from(carry));
+    (sum, first | second)
 }
+
+/// Adds the native-endian 64-bit words of `block` (`N` a multiple of 8) to `sum` in one
+/// carry chain; returns the sum and the carry out of the last word.
+fn add_words<const N: usize>(mut sum: u64, block: &[u8; N]) -> (u64, bool) {
+    let mut carry = false;
+    for word in block.chunks_exact(8) {
+        // Always eight bytes: `N` is a constant multiple of 8, so this compiles to a load.
+        if let Ok(word) = <[u8; 8]>::try_from(word) {
+            (sum, carry) = add_with_carry(sum, u64::from_ne_bytes(word), carry);
+        }
+    }
+    (sum, carry)
+}
+
+/// Bytes summed per loop iteration of [`data`]: eight words in one carry chain.
+const BLOCK_LEN: usize = 64;
 
 /// The folded one's-complement sum of `bytes` taken as big-endian 16-bit words; an odd
 /// final byte is padded with a zero octet (RFC 1071 §1). The result is not complemented.
 pub fn data(bytes: &[u8]) -> u16 {
+    sum(0, bytes)
+}
+
+/// [`data`] over an IPv4 header without options, the length almost every packet has
+/// (parsed once, emitted once): with the length known the sum is straight-line code.
+#[inline]
+pub(crate) fn ipv4_header(bytes: &[u8; 20]) -> u16 {
+    sum(0, bytes)
+}
+
+/// The folded sum over the IPv4 pseudo-header (RFC 9293 §3.1, RFC 768) and `segment`
+/// (a TCP or UDP header and its data, `length` bytes), in one pass: the value of
+/// `combine(&[pseudo_header_ipv4(src, dst, protocol, length), data(segment)])`.
+pub(crate) fn pseudo_header_ipv4_and_data(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    length: u32,
+    segment: &[u8],
+) -> u16 {
+    // The pseudo-header's words as they would lie in memory (the sum runs in native
+    // order): the addresses, then zero and protocol, then the length. A length above 16
+    // bits adds its high word, as `pseudo_header_ipv4` does.
+    let pseudo = u64::from(u32::from_ne_bytes(src.octets()))
+        + u64::from(u32::from_ne_bytes(dst.octets()))
+        + u64::from(u16::from_ne_bytes([0, u8::from(protocol)]))
+        + u64::from(u32::from_ne_bytes(length.to_be_bytes()));
+    sum(pseudo, segment)
+}
+
+/// The body of [`data`], starting from `initial`, a sum of native-order words below
+/// 2^62; inlined so that callers with a constant length get straight-line code.
+#[inline(always)]
+fn sum(initial: u64, bytes: &[u8]) -> u16 {
     // RFC 1071 §2(B): the one's-complement sum does not depend on byte order, so the words
     // are summed as they lie in memory (native order, no swap per word) and the folded
     // result is swapped once at the end. §2(A)/(C): a 64-bit word is four 16-bit words
-    // summed with their carries deferred (2^16 ≡ 1 mod 2^16 - 1), and a carry out of bit 63
-    // is worth 1 (2^64 ≡ 1), so each lane counts its carries instead of adding them back
-    // at once, which keeps the loop free of serial carry chains. Two lanes give the CPU
-    // independent dependency chains. A carry counter cannot overflow: it grows by at most
-    // one per 8 bytes.
-    let mut sums = [0u64; 2];
-    let mut carries = [0u64; 2];
-    let mut blocks = bytes.chunks_exact(16);
+    // whose carries are deferred (2^16 ≡ 1 mod 2^16 - 1), and a carry out of bit 63 is
+    // worth 1 (2^64 ≡ 1). So eight words go through one add-with-carry chain (one
+    // instruction per 8 bytes) and only the chain's final carry is counted, in `carries`,
+    // which grows by at most one per 8 bytes and cannot overflow.
+    let mut sum = initial;
+    let mut carries = 0u64;
+    let mut blocks = bytes.chunks_exact(BLOCK_LEN);
     for block in &mut blocks {
-        let (first, second) = block.split_at(8);
-        for (lane, word) in [ne_u64(first), ne_u64(second)].into_iter().enumerate() {
-            let (sum, carried) = sums[lane].overflowing_add(word);
-            sums[lane] = sum;
-            carries[lane] += u64::from(carried);
+        // Always a whole block; the conversion only tells the compiler the length.
+        if let Ok(block) = <&[u8; BLOCK_LEN]>::try_from(block) {
+            let carry;
+            (sum, carry) = add_words(sum, block);
+            carries += u64::from(carry);
         }
     }
-    let mut sum = add_end_around(sums[0], sums[1]);
-    sum = add_end_around(sum, carries[0] + carries[1]);
+    // The last 0-63 bytes by halving sizes: straight-line code, no loop, which is what
+    // headers and small segments take.
     let mut rest = blocks.remainder();
-    if let Some((word, tail)) = rest.split_first_chunk::<8>() {
-        sum = add_end_around(sum, u64::from_ne_bytes(*word));
+    if let Some((block, tail)) = rest.split_first_chunk::<32>() {
+        let carry;
+        (sum, carry) = add_words(sum, block);
+        carries += u64::from(carry);
         rest = tail;
     }
+    if let Some((block, tail)) = rest.split_first_chunk::<16>() {
+        let carry;
+        (sum, carry) = add_words(sum, block);
+        carries += u64::from(carry);
+        rest = tail;
+    }
+    if let Some((block, tail)) = rest.split_first_chunk::<8>() {
+        let carry;
+        (sum, carry) = add_words(sum, block);
+        carries += u64::from(carry);
+        rest = tail;
+    }
+    // At most 0xffff_ffff + 0xffff + 0xff00 in total: no overflow.
+    let mut tail_sum = 0u64;
     if let Some((word, tail)) = rest.split_first_chunk::<4>() {
-        sum = add_end_around(sum, u64::from(u32::from_ne_bytes(*word)));
+        tail_sum += u64::from(u32::from_ne_bytes(*word));
         rest = tail;
     }
     if let Some((word, tail)) = rest.split_first_chunk::<2>() {
-        sum = add_end_around(sum, u64::from(u16::from_ne_bytes(*word)));
+        tail_sum += u64::from(u16::from_ne_bytes(*word));
         rest = tail;
     }
     if let [last] = rest {
-        sum = add_end_around(sum, u64::from(u16::from_ne_bytes([*last, 0])));
+        tail_sum += u64::from(u16::from_ne_bytes([*last, 0]));
     }
-    let native = fold_u64(sum);
+    let (sum, carry) = add_with_carry(sum, tail_sum, false);
+    let (sum, carry) = add_with_carry(sum, carries, carry);
+    // Cannot overflow: `carries <= bytes.len() / 8`, so after a carry out `sum <= carries`.
+    let native = fold(sum + u64::from(carry));
     u16::from_be_bytes(native.to_ne_bytes())
-}
-
-/// Folds a 64-bit one's-complement sum to 16 bits without losing the high half's carries.
-fn fold_u64(sum: u64) -> u16 {
-    fold((sum >> 32) + (sum & 0xffff_ffff))
-}
-
-/// Reads exactly eight bytes as a native-endian `u64`; callers pass 8-byte slices.
-fn ne_u64(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(bytes);
-    u64::from_ne_bytes(word)
 }
 
 /// Combines partial sums (each from [`data`], [`pseudo_header_ipv4`] or `combine`) into one
@@ -117,6 +173,14 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
     use proptest::prelude::*;
+
+    /// Folding as RFC 1071 §2(C) words it: add the carries back until none are left.
+    fn fold_one_carry_at_a_time(mut sum: u64) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
 
     /// The plainest possible RFC 1071 sum, to check the fast one against.
     fn reference_sum(bytes: &[u8]) -> u16 {
@@ -168,6 +232,37 @@ mod tests {
     }
 
     #[test]
+    fn all_ones_of_every_length_and_alignment() {
+        // 0xff bytes make every add in the carry chains carry out.
+        let bytes = [0xffu8; 300];
+        for start in 0..8 {
+            for end in start..bytes.len() {
+                assert_eq!(data(&bytes[start..end]), reference_sum(&bytes[start..end]));
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn one_pass_pseudo_header_sum_equals_combining_the_parts(
+            (src, dst, protocol) in (any::<u32>(), any::<u32>(), any::<u8>()),
+            segment in proptest::collection::vec(any::<u8>(), 0..300),
+            length in prop_oneof![any::<u32>(), Just(0u32), Just(u32::MAX)],
+        ) {
+            let (src, dst, protocol) = (Ipv4Addr::from(src), Ipv4Addr::from(dst), IpProtocol::from(protocol));
+            prop_assert_eq!(
+                pseudo_header_ipv4_and_data(src, dst, protocol, length, &segment),
+                combine(&[pseudo_header_ipv4(src, dst, protocol, length), data(&segment)])
+            );
+        }
+
+        #[test]
+        fn ipv4_header_sum_equals_reference(bytes in proptest::array::uniform20(any::<u8>())) {
+            prop_assert_eq!(ipv4_header(&bytes), reference_sum(&bytes));
+        }
+    }
+
+    #[test]
     fn pseudo_header_matches_byte_layout() {
         let src = Ipv4Addr::new(10, 0, 0, 1);
         let dst = Ipv4Addr::new(192, 168, 7, 200);
@@ -200,6 +295,32 @@ mod tests {
         ) {
             let slice = bytes.get(start..).unwrap_or_default();
             prop_assert_eq!(data(slice), reference_sum(slice));
+        }
+
+        /// Random lengths, each summed from every start offset 0..16 of its buffer, so the
+        /// words are read at every alignment and every split between the 64-byte loop,
+        /// the halving steps and the odd byte is reached.
+        #[test]
+        fn fast_sum_equals_reference_at_every_alignment(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2016),
+            len in 0usize..2000,
+        ) {
+            for start in 0..16 {
+                if let Some(slice) = bytes.get(start..start + len) {
+                    prop_assert_eq!(data(slice), reference_sum(slice), "start {}", start);
+                }
+            }
+        }
+
+        /// The branch-free fold agrees with folding one carry at a time.
+        #[test]
+        fn fold_equals_folding_one_carry_at_a_time(sum in prop_oneof![
+            any::<u64>(),
+            Just(0u64),
+            Just(u64::MAX),
+            (0u32..4).prop_map(|k| 0xffffu64 << (16 * k)),
+        ]) {
+            prop_assert_eq!(fold(sum), fold_one_carry_at_a_time(sum));
         }
 
         #[test]

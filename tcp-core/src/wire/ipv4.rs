@@ -75,8 +75,14 @@ pub(crate) fn parse_header(
     if matches!(context, HeaderContext::Received) && total_len > packet.len() {
         return Err(WireError::Truncated);
     }
-    if verify_checksum && checksum::data(header) != 0xffff {
-        return Err(WireError::BadChecksum);
+    if verify_checksum {
+        let sum = match <&[u8; HEADER_LEN]>::try_from(header) {
+            Ok(without_options) => checksum::ipv4_header(without_options),
+            Err(_) => checksum::data(header),
+        };
+        if sum != 0xffff {
+            return Err(WireError::BadChecksum);
+        }
     }
     let fragment = read_u16(header, 6).ok_or(WireError::Truncated)?;
     let repr = Ipv4Repr {
@@ -122,7 +128,10 @@ impl Ipv4Repr {
         if self.fragment_offset % 8 != 0 {
             return Err(WireError::Malformed);
         }
-        let header = buf.get_mut(..HEADER_LEN).ok_or(WireError::BufferTooSmall)?;
+        let header: &mut [u8; HEADER_LEN] = buf
+            .get_mut(..HEADER_LEN)
+            .and_then(|header| header.try_into().ok())
+            .ok_or(WireError::BufferTooSmall)?;
         let mut fragment = self.fragment_offset / 8;
         if self.dont_fragment {
             fragment |= FLAG_DONT_FRAGMENT;
@@ -141,7 +150,7 @@ impl Ipv4Repr {
         header[12..16].copy_from_slice(&self.src_addr.octets());
         header[16..20].copy_from_slice(&self.dst_addr.octets());
         if checksums.fill_tx {
-            let sum = !checksum::data(header);
+            let sum = !checksum::ipv4_header(header);
             header[10..12].copy_from_slice(&sum.to_be_bytes());
         }
         Ok(())

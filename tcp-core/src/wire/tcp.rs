@@ -172,8 +172,9 @@ impl<'a> TcpRepr<'a> {
         let (header, payload) = segment.split_at_checked(header_len).ok_or(WireError::Truncated)?;
         if checksums.verify_rx {
             let length = u32::try_from(segment.len()).map_err(|_| WireError::Malformed)?;
-            let pseudo = checksum::pseudo_header_ipv4(src, dst, IpProtocol::Tcp, length);
-            if checksum::combine(&[pseudo, checksum::data(segment)]) != 0xffff {
+            let sum =
+                checksum::pseudo_header_ipv4_and_data(src, dst, IpProtocol::Tcp, length, segment);
+            if sum != 0xffff {
                 return Err(WireError::BadChecksum);
             }
         }
@@ -237,11 +238,10 @@ impl TcpRepr<'_> {
         fixed[18..20].copy_from_slice(&self.urgent.to_be_bytes());
         tcp_options::emit(&self.options, options)?;
         payload.copy_from_slice(self.payload);
-        let pseudo = checksum::pseudo_header_ipv4(src, dst, IpProtocol::Tcp, length);
         let field = if checksums.fill_tx {
-            !checksum::combine(&[pseudo, checksum::data(segment)])
+            !checksum::pseudo_header_ipv4_and_data(src, dst, IpProtocol::Tcp, length, segment)
         } else {
-            pseudo
+            checksum::pseudo_header_ipv4(src, dst, IpProtocol::Tcp, length)
         };
         segment[16..18].copy_from_slice(&field.to_be_bytes());
         Ok(total_len)

@@ -30,10 +30,12 @@ const KIND_SACK_PERMITTED: u8 = 4;
 const KIND_SACK: u8 = 5;
 const KIND_TIMESTAMP: u8 = 8;
 
-const LEN_MSS: usize = 4;
-const LEN_WINDOW_SCALE: usize = 3;
-const LEN_SACK_PERMITTED: usize = 2;
-const LEN_TIMESTAMP: usize = 10;
+/// Length octets of the fixed-size options, kind and length included.
+const LEN_MSS: u8 = 4;
+const LEN_WINDOW_SCALE: u8 = 3;
+const LEN_SACK_PERMITTED: u8 = 2;
+const LEN_TIMESTAMP: u8 = 10;
+/// SACK's length is its kind and length octets plus eight bytes per block.
 const LEN_SACK_BASE: usize = 2;
 const LEN_SACK_BLOCK: usize = 8;
 
@@ -52,7 +54,57 @@ const ALIGNED_SACK_BASE: usize = 4;
 /// no way to find the next option. A known option with a length that is wrong for its kind
 /// is skipped, as Linux's `tcp_parse_options` does. When an option appears twice, the later
 /// one wins.
-pub(crate) fn parse(mut bytes: &[u8]) -> Result<TcpOptions, WireError> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<TcpOptions, WireError> {
+    // The two layouts this stack and Linux send (see the module comment) are matched whole
+    // first. Anything else, including these with other lengths, takes the general walk,
+    // which gives the same result for these two.
+    match bytes {
+        [KIND_NOP, KIND_NOP, KIND_TIMESTAMP, LEN_TIMESTAMP, stamps @ ..] => {
+            if let Ok(stamps) = <[u8; 8]>::try_from(stamps) {
+                return Ok(TcpOptions {
+                    timestamp: Some(timestamps(stamps)),
+                    ..TcpOptions::default()
+                });
+            }
+        }
+        [
+            KIND_MSS,
+            LEN_MSS,
+            mss_high,
+            mss_low,
+            KIND_SACK_PERMITTED,
+            LEN_SACK_PERMITTED,
+            KIND_TIMESTAMP,
+            LEN_TIMESTAMP,
+            stamps @ ..,
+            KIND_NOP,
+            KIND_WINDOW_SCALE,
+            LEN_WINDOW_SCALE,
+            shift,
+        ] => {
+            if let Ok(stamps) = <[u8; 8]>::try_from(stamps) {
+                return Ok(TcpOptions {
+                    mss: Some(u16::from_be_bytes([*mss_high, *mss_low])),
+                    window_scale: Some(*shift),
+                    sack_permitted: true,
+                    timestamp: Some(timestamps(stamps)),
+                    sack: SackBlocks::EMPTY,
+                });
+            }
+        }
+        _ => {}
+    }
+    parse_any_layout(bytes)
+}
+
+/// TSval and TSecr from the eight bytes after the timestamp option's kind and length.
+fn timestamps(stamps: [u8; 8]) -> (u32, u32) {
+    let [v0, v1, v2, v3, e0, e1, e2, e3] = stamps;
+    (u32::from_be_bytes([v0, v1, v2, v3]), u32::from_be_bytes([e0, e1, e2, e3]))
+}
+
+/// [`parse`] for options in any order and with any padding.
+fn parse_any_layout(mut bytes: &[u8]) -> Result<TcpOptions, WireError> {
     let mut options = TcpOptions::default();
     while let Some((&kind, rest)) = bytes.split_first() {
         match kind {
@@ -81,9 +133,7 @@ fn apply(options: &mut TcpOptions, kind: u8, body: &[u8]) {
         (KIND_WINDOW_SCALE, &[shift]) => options.window_scale = Some(shift),
         (KIND_SACK_PERMITTED, &[]) => options.sack_permitted = true,
         (KIND_TIMESTAMP, &[v0, v1, v2, v3, e0, e1, e2, e3]) => {
-            let value = u32::from_be_bytes([v0, v1, v2, v3]);
-            let echo = u32::from_be_bytes([e0, e1, e2, e3]);
-            options.timestamp = Some((value, echo));
+            options.timestamp = Some(timestamps([v0, v1, v2, v3, e0, e1, e2, e3]));
         }
         (KIND_SACK, blocks) if !blocks.is_empty() && blocks.len() % LEN_SACK_BLOCK == 0 => {
             options.sack = SackBlocks::EMPTY;
@@ -103,34 +153,41 @@ fn apply(options: &mut TcpOptions, kind: u8, body: &[u8]) {
 
 /// Bytes of every option except SACK blocks, in the Linux layout.
 fn fixed_len(options: &TcpOptions) -> usize {
-    let mut len = 0;
-    if options.mss.is_some() {
-        len += ALIGNED_MSS;
-    }
-    if options.timestamp.is_some() {
-        // SACK-permitted rides in the NOP NOP slot before the timestamp.
-        len += ALIGNED_TIMESTAMP;
+    // SACK-permitted rides in the NOP NOP slot before the timestamp when both are sent.
+    let timestamp_or_sack_permitted = if options.timestamp.is_some() {
+        ALIGNED_TIMESTAMP
     } else if options.sack_permitted {
-        len += ALIGNED_SACK_PERMITTED;
-    }
-    if options.window_scale.is_some() {
-        len += ALIGNED_WINDOW_SCALE;
-    }
-    len
+        ALIGNED_SACK_PERMITTED
+    } else {
+        0
+    };
+    usize::from(options.mss.is_some()) * ALIGNED_MSS
+        + timestamp_or_sack_permitted
+        + usize::from(options.window_scale.is_some()) * ALIGNED_WINDOW_SCALE
 }
 
 /// How many of the SACK blocks fit next to the other options (Linux's
 /// `tcp_established_options`): three with timestamps, four without.
 pub(crate) fn sack_blocks_that_fit(options: &TcpOptions) -> usize {
-    let room = MAX_OPTIONS_LEN.saturating_sub(fixed_len(options) + ALIGNED_SACK_BASE);
+    blocks_that_fit(options, fixed_len(options))
+}
+
+/// [`sack_blocks_that_fit`] with the other options' length already known.
+fn blocks_that_fit(options: &TcpOptions, fixed_len: usize) -> usize {
+    // Most segments carry no SACK blocks: answer without the division.
+    if options.sack.is_empty() {
+        return 0;
+    }
+    let room = MAX_OPTIONS_LEN.saturating_sub(fixed_len + ALIGNED_SACK_BASE);
     options.sack.len().min(room / LEN_SACK_BLOCK)
 }
 
 /// Length of the encoded options, a multiple of four and at most 40.
 pub(crate) fn encoded_len(options: &TcpOptions) -> usize {
-    match sack_blocks_that_fit(options) {
-        0 => fixed_len(options),
-        blocks => fixed_len(options) + ALIGNED_SACK_BASE + blocks * LEN_SACK_BLOCK,
+    let fixed = fixed_len(options);
+    match blocks_that_fit(options, fixed) {
+        0 => fixed,
+        blocks => fixed + ALIGNED_SACK_BASE + blocks * LEN_SACK_BLOCK,
     }
 }
 
@@ -139,31 +196,46 @@ pub(crate) fn encoded_len(options: &TcpOptions) -> usize {
 pub(crate) fn emit(options: &TcpOptions, out: &mut [u8]) -> Result<(), WireError> {
     let mut writer = Writer { out, at: 0 };
     if let Some(mss) = options.mss {
-        let [hi, lo] = mss.to_be_bytes();
-        writer.put(&[KIND_MSS, LEN_MSS as u8, hi, lo])?;
+        let [high, low] = mss.to_be_bytes();
+        writer.put([KIND_MSS, LEN_MSS, high, low])?;
     }
     if let Some((value, echo)) = options.timestamp {
-        if options.sack_permitted {
-            writer.put(&[KIND_SACK_PERMITTED, LEN_SACK_PERMITTED as u8])?;
+        // SACK-permitted, when offered, takes the place of the two NOPs.
+        let lead = if options.sack_permitted {
+            [KIND_SACK_PERMITTED, LEN_SACK_PERMITTED]
         } else {
-            writer.put(&[KIND_NOP, KIND_NOP])?;
-        }
-        writer.put(&[KIND_TIMESTAMP, LEN_TIMESTAMP as u8])?;
-        writer.put(&value.to_be_bytes())?;
-        writer.put(&echo.to_be_bytes())?;
+            [KIND_NOP, KIND_NOP]
+        };
+        let [v0, v1, v2, v3] = value.to_be_bytes();
+        let [e0, e1, e2, e3] = echo.to_be_bytes();
+        writer.put([
+            lead[0],
+            lead[1],
+            KIND_TIMESTAMP,
+            LEN_TIMESTAMP,
+            v0,
+            v1,
+            v2,
+            v3,
+            e0,
+            e1,
+            e2,
+            e3,
+        ])?;
     } else if options.sack_permitted {
-        writer.put(&[KIND_NOP, KIND_NOP, KIND_SACK_PERMITTED, LEN_SACK_PERMITTED as u8])?;
+        writer.put([KIND_NOP, KIND_NOP, KIND_SACK_PERMITTED, LEN_SACK_PERMITTED])?;
     }
     if let Some(shift) = options.window_scale {
-        writer.put(&[KIND_NOP, KIND_WINDOW_SCALE, LEN_WINDOW_SCALE as u8, shift])?;
+        writer.put([KIND_NOP, KIND_WINDOW_SCALE, LEN_WINDOW_SCALE, shift])?;
     }
     let blocks = sack_blocks_that_fit(options);
     if blocks > 0 {
         let length = (LEN_SACK_BASE + blocks * LEN_SACK_BLOCK) as u8;
-        writer.put(&[KIND_NOP, KIND_NOP, KIND_SACK, length])?;
+        writer.put([KIND_NOP, KIND_NOP, KIND_SACK, length])?;
         for block in options.sack.as_slice().iter().take(blocks) {
-            writer.put(&block.left.0.to_be_bytes())?;
-            writer.put(&block.right.0.to_be_bytes())?;
+            let [l0, l1, l2, l3] = block.left.0.to_be_bytes();
+            let [r0, r1, r2, r3] = block.right.0.to_be_bytes();
+            writer.put([l0, l1, l2, l3, r0, r1, r2, r3])?;
         }
     }
     if writer.at != writer.out.len() {
@@ -179,10 +251,11 @@ struct Writer<'b> {
 }
 
 impl Writer<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), WireError> {
-        let end = self.at + bytes.len();
+    /// Writes one whole option element; a fixed size lets the copy become plain stores.
+    fn put<const N: usize>(&mut self, bytes: [u8; N]) -> Result<(), WireError> {
+        let end = self.at + N;
         let slot = self.out.get_mut(self.at..end).ok_or(WireError::BufferTooSmall)?;
-        slot.copy_from_slice(bytes);
+        slot.copy_from_slice(&bytes);
         self.at = end;
         Ok(())
     }
@@ -193,6 +266,7 @@ mod tests {
     use super::*;
     use alloc::vec;
     use alloc::vec::Vec;
+    use proptest::prelude::*;
 
     fn encode(options: &TcpOptions) -> Vec<u8> {
         let mut out = vec![0u8; encoded_len(options)];
@@ -346,5 +420,34 @@ mod tests {
     fn later_duplicates_win() {
         let bytes = [2, 4, 0, 1, 2, 4, 0, 2];
         assert_eq!(parse(&bytes).unwrap().mss, Some(2));
+    }
+
+    proptest! {
+        /// The whole-layout shortcuts agree with the general walk on the layouts they
+        /// match, on near misses (one byte changed) and on arbitrary bytes.
+        #[test]
+        fn shortcuts_agree_with_the_general_walk(
+            (mss, shift, value, echo) in (any::<u16>(), any::<u8>(), any::<u32>(), any::<u32>()),
+            syn in any::<bool>(),
+            change in proptest::option::of((0usize..20, any::<u8>())),
+            other in proptest::collection::vec(any::<u8>(), 0..=40),
+        ) {
+            let options = TcpOptions {
+                mss: syn.then_some(mss),
+                window_scale: syn.then_some(shift),
+                sack_permitted: syn,
+                timestamp: Some((value, echo)),
+                sack: SackBlocks::EMPTY,
+            };
+            let mut bytes = encode(&options);
+            prop_assert_eq!(parse(&bytes), Ok(options));
+            if let Some((at, byte)) = change {
+                if let Some(slot) = bytes.get_mut(at) {
+                    *slot = byte;
+                }
+            }
+            prop_assert_eq!(parse(&bytes), parse_any_layout(&bytes));
+            prop_assert_eq!(parse(&other), parse_any_layout(&other));
+        }
     }
 }

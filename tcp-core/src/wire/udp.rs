@@ -38,8 +38,14 @@ impl UdpRepr {
         let datagram = segment.get(..usize::from(length)).ok_or(WireError::Truncated)?;
         let checksum_field = read_u16(datagram, 6).ok_or(WireError::Truncated)?;
         if checksums.verify_rx && checksum_field != 0 {
-            let pseudo = checksum::pseudo_header_ipv4(src, dst, IpProtocol::Udp, u32::from(length));
-            if checksum::combine(&[pseudo, checksum::data(datagram)]) != 0xffff {
+            let sum = checksum::pseudo_header_ipv4_and_data(
+                src,
+                dst,
+                IpProtocol::Udp,
+                u32::from(length),
+                datagram,
+            );
+            if sum != 0xffff {
                 return Err(WireError::BadChecksum);
             }
         }

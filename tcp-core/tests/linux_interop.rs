@@ -224,13 +224,15 @@ fn tcp_core_keeps_sending_while_a_hole_holds_its_receive_window_full() {
     );
     capture_if_asked(&link, test);
     report.upload_acked_after.expect("upload never acknowledged");
-    // On a clean link every segment Linux sends is acceptable: dropping the pure ACKs at the
-    // edge of the window (the bug this guards) shows as drops and a retransmission timeout.
-    assert_eq!(
-        (report.conn.dropped, report.conn.timeouts),
-        (0, 0),
-        "tcp-core dropped Linux's segments or timed out while a hole held its receive window \
-         full ({})",
+    // Dropping the pure ACKs at the edge of the window (the bug this guards) drops every ACK
+    // of the window in flight, dozens of them, and stalls the upload into timeouts. On a
+    // busy machine a descheduled driver can make Linux resend a segment or two that tcp-core
+    // rightly discards as duplicates (seen: 1–2 drops, at most one timeout, under four
+    // spinning processes on two CPUs), so a handful is allowed.
+    assert!(
+        report.conn.dropped < 8,
+        "tcp-core dropped {} of Linux's segments while a hole held its receive window full ({})",
+        report.conn.dropped,
         report.stats
     );
 }

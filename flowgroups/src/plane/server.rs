@@ -231,6 +231,7 @@ fn start(config: UpConfig) -> Result<Plane, PlaneError> {
             child_nic,
             capture_dir.clone(),
             core,
+            (config.rx_ring, config.tx_ring),
             secret,
         )?;
         drop::<Vec<OwnedFd>>(keep);

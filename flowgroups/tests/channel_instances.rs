@@ -1,7 +1,7 @@
 //! The single-socket abstraction across instances and apps: replicated listeners, accept
 //! from home first then from others, listeners shared by a forked child, one wake-up per
 //! connection, app death and reclaim, registration over a Unix socket, many threads on one
-//! client.
+//! client, and the plane's word on which instances still live.
 
 mod channel_support;
 
@@ -9,12 +9,13 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use channel_support::{Harness, layout, peer_ip};
 use flowgroups::channel::client::Client;
 use flowgroups::channel::proto::{Errno, MESSAGE_LEN, RegistrationMessage};
-use flowgroups::channel::{AppSegment, Readiness};
+use flowgroups::channel::{AppSegment, HeaderWord, Readiness};
 use flowgroups::shm::{EventFd, send_fds};
 use tcp_core::tcp::CloseReason;
 
@@ -275,4 +276,25 @@ fn many_threads_share_one_client() {
         w.join().unwrap();
     }
     eventually(&c, "slots back", || c.free_slots() == 63);
+}
+
+#[test]
+fn the_plane_word_on_live_instances_narrows_the_mask_and_nonsense_is_ignored() {
+    let h = Harness::new(3);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    let word = app.segment.header_word(HeaderWord::LiveInstances).unwrap();
+    assert_eq!(c.live_instances(), vec![0, 1, 2], "0: the plane said nothing");
+    for nonsense in [0b1000, 0x1_0000, 0b1001] {
+        word.store(nonsense, Ordering::Release);
+        assert_eq!(c.live_instances(), vec![0, 1, 2], "{nonsense:#b} names no real instance");
+    }
+    word.store(0b101, Ordering::Release);
+    assert_eq!(c.live_instances(), vec![0, 2], "instance 1 died");
+    word.store(0b111, Ordering::Release);
+    assert_eq!(c.live_instances(), vec![0, 2], "a dead instance does not come back");
+    // A listen now goes to the live instances only and completes.
+    c.listen(91, 16).unwrap();
+    let subscribers = |lane: usize| h.with(|w| w.lanes[lane].hub.registry().subscribers(91));
+    assert_eq!((subscribers(0), subscribers(1), subscribers(2)), (1, 0, 1));
 }

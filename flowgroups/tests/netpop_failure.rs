@@ -3,14 +3,19 @@
 //!   groups go to the survivor, and new connections keep succeeding.
 //! - an app started after an instance died listens at once (on the live instance only)
 //!   and is served.
+//! - an app registered before an instance died learns of the death from the plane: its
+//!   next listen does not wait for the dead instance, and the port is served.
 //! - kill -9 of an app holding open connections, 100 times: every time the instances
 //!   reset and free its sockets; afterwards no connection, app or app segment remains.
 
 mod netpop_common;
 
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowgroups::channel::SocketId;
+use flowgroups::channel::client::Client;
 use flowgroups::shm::process::{Signal, send_signal};
 use netpop_common::*;
 
@@ -126,6 +131,64 @@ fn an_app_started_after_an_instance_died_listens_at_once_and_is_served() {
     );
     assert_eq!(served.failed, 0, "{:?}", served.failures);
     assert_eq!(served.ok, 200);
+}
+
+/// Echoes every connection accepted on `listener`, each on a thread of its own.
+fn serve_echo(client: Arc<Client>, listener: SocketId) {
+    std::thread::spawn(move || {
+        while let Ok((s, _)) = client.accept(listener, true) {
+            let client = Arc::clone(&client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = client.recv(s, &mut buf, true) {
+                    if client.send(s, &buf[..n], true).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.close(s);
+            });
+        }
+    });
+}
+
+#[test]
+fn an_app_registered_before_an_instance_died_listens_at_once_afterwards() {
+    let (_scratch, np, mut peer) = start("kold", "off");
+    // This test process is the app; it registers while both instances serve.
+    let client = Arc::new(Client::register(&np.socket()).unwrap());
+    assert_eq!(client.live_instances(), vec![0, 1]);
+    let first = client.listen(ECHO_PORT, 128).unwrap();
+    serve_echo(Arc::clone(&client), first);
+
+    let victim = np.instance_pids()[1];
+    send_signal(victim, Signal::Kill).unwrap();
+    let killed = Instant::now();
+    // At once, without waiting for the plane: the listen reaches instance 1's ring either
+    // before or after the plane announces the death, and must not wait 10 s for an answer
+    // from it either way.
+    let new_port = ECHO_PORT + 1;
+    let second = client.listen(new_port, 128).unwrap();
+    let took = killed.elapsed();
+    println!("listen on a new port {took:?} after the kill; live {:?}", client.live_instances());
+    assert!(took < Duration::from_millis(1500), "listen took {took:?}");
+    assert_eq!(client.live_instances(), vec![0], "the plane told the app");
+    serve_echo(Arc::clone(&client), second);
+
+    wait_stat(&np, "instance 1's groups moved", Duration::from_secs(10), |s| {
+        s.get("instances").array()[1].get("groups_owned").u64() == 0
+    });
+    for port in [new_port, ECHO_PORT] {
+        let served = peer.short_connections(
+            SocketAddrV4::new(NETPOP_IP, port),
+            200,
+            16,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            |_| None,
+        );
+        assert_eq!(served.failed, 0, "port {port}: {:?}", served.failures);
+        assert_eq!(served.ok, 200, "port {port}");
+    }
 }
 
 /// Mappings of app segments in process `pid` (memfd names "netpop-app-<id>").

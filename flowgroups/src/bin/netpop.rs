@@ -37,6 +37,10 @@ usage:
                                www-data) can register; the directory must be searchable by them
       --socket-mode OCTAL      permission bits of that socket (default 0660 with --socket-group,
                                else from the umask); both are set before the socket appears
+      --rx-ring N              receive descriptors of each instance's queue (sim, ixgbe), a power
+                               of two 8..4096 (default 4096: a burst of SYNs waits there
+                               while the instance is busy; the 82599 drops what overflows)
+      --tx-ring N              transmit descriptors of each instance's queue (default 512)
       --app-sockets N          sockets per app segment (default 1024)
       --app-ring-slots N       request/completion ring slots per app and instance (default 256)
       --app-socket-buffer B    bytes of each socket's rx and tx ring (default 65536)

@@ -11,6 +11,7 @@
 //! 0                      AppHeader (HEADER_SIZE bytes)
 //!                          magic u64 | version u32 | app_id u32 | pid u32 | instances u32
 //!                          sockets u32 | ring_slots u32 | socket_buffer u32
+//!                          live_instances u32   plane writes the mask of serving instances
 //!                          (cache line 1) sleeping u32          app sets 1, instance swaps 0
 //!                          (cache line 2) wake_count u64        instances count eventfd writes
 //! instance_offset(i)     per instance i: InstanceBlock
@@ -90,6 +91,7 @@ const H_INSTANCES: usize = 20;
 const H_SOCKETS: usize = 24;
 const H_RING_SLOTS: usize = 28;
 const H_SOCKET_BUFFER: usize = 32;
+const H_LIVE_INSTANCES: usize = 36;
 const H_SLEEPING: usize = 64;
 const H_WAKE_COUNT: usize = 128;
 
@@ -319,6 +321,12 @@ pub enum HeaderWord {
     /// written it for them yet: the instance that swaps it to 0 writes the eventfd, which
     /// wakes every waiting thread (the client counts them; see `client::wait`).
     Sleeping,
+    /// The instances that still serve (bit i: instance i), written by the control plane at
+    /// registration and again whenever an instance dies, so that an app that registered
+    /// before the death stops sending requests the dead instance would never answer. In
+    /// the app's own memory like every other word here: a value the app scribbles only
+    /// misleads the app itself (instances never read it).
+    LiveInstances,
 }
 
 /// One application's segment, mapped, with the validated layout that describes it.
@@ -440,6 +448,7 @@ impl AppSegment {
     pub fn header_word(&self, word: HeaderWord) -> Result<&AtomicU32, ShmError> {
         match word {
             HeaderWord::Sleeping => self.u32_at(H_SLEEPING),
+            HeaderWord::LiveInstances => self.u32_at(H_LIVE_INSTANCES),
         }
     }
 

@@ -23,6 +23,7 @@ use crate::shm::process::{claim_inherited_fd, die_with_parent};
 use crate::shm::sys::pin_to_core;
 
 use super::PlaneError;
+use super::config::PACKET_BUFFER_BYTES;
 use super::spawn::{Bootstrap, ChildNic, InstanceArgs};
 
 /// Runs one kernel instance from the arguments the plane passed.
@@ -84,6 +85,16 @@ pub fn build_setup(args: &InstanceArgs) -> Result<InstanceSetup, PlaneError> {
     })
 }
 
+/// The rings the plane chose (`netpop up --rx-ring/--tx-ring`) with the driver's buffers.
+fn queue_config(args: &InstanceArgs) -> QueueConfig {
+    QueueConfig {
+        rx_ring_size: args.rings.0 as usize,
+        tx_ring_size: args.rings.1 as usize,
+        buffer_size: PACKET_BUFFER_BYTES,
+        ..QueueConfig::default()
+    }
+}
+
 fn open_queue(args: &InstanceArgs) -> Result<Box<dyn QueuePair>, PlaneError> {
     let nic_err = |e: String| PlaneError::Nic(format!("instance {}: {e}", args.index));
     match &args.nic {
@@ -96,7 +107,7 @@ fn open_queue(args: &InstanceArgs) -> Result<Box<dyn QueuePair>, PlaneError> {
                 drop(claim_inherited_fd(fd));
             }
             let bar = Bar0::from_model(Arc::clone(handle.registers()));
-            let qp = IxgbeQueuePair::attach(bar, handle.dma(), args.index, &QueueConfig::default())
+            let qp = IxgbeQueuePair::attach(bar, handle.dma(), args.index, &queue_config(args))
                 .map_err(|e| nic_err(format!("queue {}: {e}", args.index)))?;
             Ok(Box::new(qp))
         }
@@ -128,7 +139,7 @@ fn open_queue(args: &InstanceArgs) -> Result<Box<dyn QueuePair>, PlaneError> {
                 access.bar().clone(),
                 &*dma,
                 args.index,
-                &QueueConfig::default(),
+                &queue_config(args),
             )
             .map_err(|e| nic_err(format!("queue {}: {e}", args.index)))?;
             // The queue keeps its BAR0 mapping and DMA regions alive; `access` only holds

@@ -12,6 +12,7 @@ use crate::control::{MAX_GROUPS, MAX_INSTANCES};
 use crate::flowgroup::DEFAULT_GROUPS;
 use crate::shm::process::{effective_uid, group_id};
 use crate::steering::RetaSteering;
+use ixgbe_user::{ModelConfig, QueueConfig};
 
 /// Default netpop name (socket `<dir>/netpop.sock`).
 pub const DEFAULT_NAME: &str = "netpop";
@@ -23,6 +24,25 @@ pub const DEFAULT_APP_SOCKETS: u32 = 1024;
 pub const DEFAULT_APP_RING_SLOTS: u32 = 256;
 /// Bytes of each socket's receive and transmit ring in an app segment.
 pub const DEFAULT_APP_SOCKET_BUFFER: u32 = 64 * 1024;
+/// Receive descriptors per instance queue. A burst of SYNs from a thousand clients lands
+/// faster than one instance drains it, and the driver sets SRRCTL.DROP_EN, so a ring of
+/// 512 (the driver's default) dropped about 1,400 SYNs per run of the end-to-end benchmark
+/// at concurrency 1,000, each costing its client a 1 s retransmission (BENCHMARKS.md).
+pub const DEFAULT_RX_RING: u32 = 4096;
+/// Transmit descriptors per instance queue. A full transmit ring does not lose frames (the
+/// stack keeps them until a descriptor frees), so it needs no more than the driver's default.
+pub const DEFAULT_TX_RING: u32 = 512;
+/// Smallest ring: RDLEN and TDLEN count bytes in multiples of 128, i.e. 8 descriptors of
+/// 16 bytes (82599 datasheet §8.2.3.8.3, §8.2.3.9.7).
+pub const MIN_RING: u32 = 8;
+/// Largest ring. The 82599 is validated with rings of up to 8K descriptors (the note on
+/// RDLEN/TDLEN; Linux's ixgbe uses the same limit, `IXGBE_MAX_RXD_82599`), but the ixgbe-user
+/// driver, which also drives the model, takes at most 4096.
+pub const MAX_RING: u32 = 4096;
+/// Bytes of each packet buffer of an instance queue (the driver's default, SRRCTL.BSIZEPKT
+/// 2 KiB: a 1,514-byte frame fits).
+pub const PACKET_BUFFER_BYTES: usize = 2048;
+
 /// Mode of the control socket when `--socket-group` is given without `--socket-mode`:
 /// owner and group may connect, others may not.
 pub const GROUP_SOCKET_MODE: u32 = 0o660;
@@ -120,6 +140,10 @@ pub struct UpConfig {
     pub app_ring_slots: u32,
     /// See [`UpConfig::app_sockets`].
     pub app_socket_buffer: u32,
+    /// Receive descriptors of each instance's queue (`--rx-ring`; `sim` and `ixgbe`).
+    pub rx_ring: u32,
+    /// Transmit descriptors of each instance's queue (`--tx-ring`; `sim` and `ixgbe`).
+    pub tx_ring: u32,
 }
 
 impl UpConfig {
@@ -149,6 +173,30 @@ impl UpConfig {
             ring_slots: self.app_ring_slots,
             socket_buffer: self.app_socket_buffer,
         }
+    }
+
+    /// The ring and buffer sizes every instance attaches its 82599 (or model) queue with.
+    pub fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            rx_ring_size: self.rx_ring as usize,
+            tx_ring_size: self.tx_ring as usize,
+            buffer_size: PACKET_BUFFER_BYTES,
+            ..QueueConfig::default()
+        }
+    }
+
+    /// Bytes of DMA window the model needs so that every instance can attach its queue:
+    /// per queue both rings (16 bytes a descriptor) and one packet buffer per descriptor.
+    pub fn sim_dma_window(&self) -> Result<usize, ConfigError> {
+        ModelConfig::dma_window_for(usize::from(self.queues), &self.queue_config()).ok_or_else(
+            || {
+                ConfigError::Conflict(format!(
+                    "--queues {} with --rx-ring {} and --tx-ring {}: the DMA memory size \
+                     overflows",
+                    self.queues, self.rx_ring, self.tx_ring
+                ))
+            },
+        )
     }
 
     /// `A.B.C.D/P`.
@@ -181,6 +229,10 @@ impl UpConfig {
             self.app_ring_slots.to_string(),
             "--app-socket-buffer".into(),
             self.app_socket_buffer.to_string(),
+            "--rx-ring".into(),
+            self.rx_ring.to_string(),
+            "--tx-ring".into(),
+            self.tx_ring.to_string(),
         ];
         if let Some(w) = &self.wire {
             a.extend(["--wire".into(), w.to_string()]);
@@ -390,6 +442,20 @@ pub fn parse_cores(v: &str) -> Result<Vec<usize>, ConfigError> {
     Ok(cores)
 }
 
+/// `--rx-ring N` / `--tx-ring N`: a power of two in [`MIN_RING`]..=[`MAX_RING`].
+pub fn parse_ring(option: &'static str, v: &str) -> Result<u32, ConfigError> {
+    let n: u32 = parse_num(option, v)?;
+    if !n.is_power_of_two() || !(MIN_RING..=MAX_RING).contains(&n) {
+        let why = format!(
+            "descriptors per ring: a power of two from {MIN_RING} (the 82599 counts ring \
+             lengths in 128-byte units) to {MAX_RING} (what ixgbe-user's driver takes; the \
+             82599 itself is validated up to 8192)"
+        );
+        return Err(invalid(option, v, why));
+    }
+    Ok(n)
+}
+
 fn parse_nic(v: &str) -> Result<NicSpec, ConfigError> {
     match v.split_once(':') {
         None if v == "sim" => Ok(NicSpec::Sim),
@@ -491,6 +557,8 @@ pub fn parse_up(args: &[String]) -> Result<UpConfig, ConfigError> {
     let mut app_sockets = DEFAULT_APP_SOCKETS;
     let mut app_ring_slots = DEFAULT_APP_RING_SLOTS;
     let mut app_socket_buffer = DEFAULT_APP_SOCKET_BUFFER;
+    let mut rx_ring = DEFAULT_RX_RING;
+    let mut tx_ring = DEFAULT_TX_RING;
 
     let mut c = ArgCursor::new(args);
     while let Some(opt) = c.next_option() {
@@ -568,6 +636,8 @@ pub fn parse_up(args: &[String]) -> Result<UpConfig, ConfigError> {
                 let v = c.value("--app-socket-buffer")?;
                 app_socket_buffer = parse_num("--app-socket-buffer", v)?;
             }
+            "--rx-ring" => rx_ring = parse_ring("--rx-ring", c.value("--rx-ring")?)?,
+            "--tx-ring" => tx_ring = parse_ring("--tx-ring", c.value("--tx-ring")?)?,
             other => return Err(ConfigError::UnknownOption(other.to_string())),
         }
     }
@@ -592,6 +662,8 @@ pub fn parse_up(args: &[String]) -> Result<UpConfig, ConfigError> {
         app_sockets,
         app_ring_slots,
         app_socket_buffer,
+        rx_ring,
+        tx_ring,
     };
     check_consistency(&config)?;
     Ok(config)
@@ -680,6 +752,40 @@ fn online_cpus() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
+/// `MemAvailable` from /proc/meminfo in bytes; 0 if it cannot be read.
+fn available_memory() -> u64 {
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else { return 0 };
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib.saturating_mul(1024))
+}
+
+/// The model's DMA window is shared memory that fills as the rings cycle through their
+/// buffers, so it must fit in the memory the machine has free (`available` bytes; 0: not
+/// known, then the window's creation is the check).
+pub fn check_sim_memory(c: &UpConfig, available: u64) -> Result<(), ConfigError> {
+    let window = c.sim_dma_window()?;
+    if available == 0 || window as u64 <= available {
+        return Ok(());
+    }
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let per_queue = window / usize::from(c.queues);
+    Err(ConfigError::Environment(format!(
+        "--nic sim needs {} MiB of DMA memory for {} queue(s) ({} MiB each: {} receive and {} \
+         transmit descriptors with a {PACKET_BUFFER_BYTES}-byte buffer each) but only {} MiB \
+         is available: use a smaller --rx-ring or fewer --queues",
+        mib(window as u64),
+        c.queues,
+        mib(per_queue as u64),
+        c.rx_ring,
+        c.tx_ring,
+        mib(available),
+    )))
+}
+
 fn free_hugepages() -> u64 {
     let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else { return 0 };
     meminfo
@@ -729,26 +835,10 @@ pub fn check_environment(c: &UpConfig) -> Result<(), ConfigError> {
         ));
     }
     match &c.nic {
-        NicSpec::Sim => match &c.wire {
-            Some(WireSpec::Tap(_)) => need_root("--wire tap")?,
-            Some(WireSpec::Packet(ifname)) => {
-                need_root("--wire packet")?;
-                if !interface_exists(ifname) {
-                    return Err(ConfigError::Environment(format!(
-                        "--wire packet:{ifname}: no such interface"
-                    )));
-                }
-            }
-            Some(WireSpec::Unix(path)) if !path.exists() => {
-                return Err(ConfigError::Environment(format!(
-                    "--wire unix:{}: nothing listens there (the peer must create the \
-                     SOCK_SEQPACKET socket first)",
-                    path.display()
-                )));
-            }
-            Some(WireSpec::Unix(_)) => {}
-            None => {}
-        },
+        NicSpec::Sim => {
+            check_sim_memory(c, available_memory())?;
+            check_sim_wire(c)?;
+        }
         NicSpec::AfXdp { interface } => {
             need_root("--nic afxdp")?;
             if !interface_exists(interface) {
@@ -776,6 +866,30 @@ pub fn check_environment(c: &UpConfig) -> Result<(), ConfigError> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+fn check_sim_wire(c: &UpConfig) -> Result<(), ConfigError> {
+    match &c.wire {
+        Some(WireSpec::Tap(_)) => need_root("--wire tap")?,
+        Some(WireSpec::Packet(ifname)) => {
+            need_root("--wire packet")?;
+            if !interface_exists(ifname) {
+                return Err(ConfigError::Environment(format!(
+                    "--wire packet:{ifname}: no such interface"
+                )));
+            }
+        }
+        Some(WireSpec::Unix(path)) if !path.exists() => {
+            return Err(ConfigError::Environment(format!(
+                "--wire unix:{}: nothing listens there (the peer must create the \
+                 SOCK_SEQPACKET socket first)",
+                path.display()
+            )));
+        }
+        Some(WireSpec::Unix(_)) => {}
+        None => {}
     }
     Ok(())
 }
@@ -896,6 +1010,38 @@ mod tests {
         assert_eq!(err, ConfigError::Required("--ip"));
         let err = parse_up(&args(&format!("{} --queues", base()))).unwrap_err();
         assert_eq!(err, ConfigError::MissingValue("--queues"));
+    }
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_the_82599_and_the_driver_take() {
+        let c = parse_up(&args(&base())).unwrap();
+        assert_eq!((c.rx_ring, c.tx_ring), (DEFAULT_RX_RING, DEFAULT_TX_RING));
+        let c = parse_up(&args(&format!("{} --rx-ring 1024 --tx-ring 8", base()))).unwrap();
+        assert_eq!((c.queue_config().rx_ring_size, c.queue_config().tx_ring_size), (1024, 8));
+        assert_eq!(parse_up(&c.to_args()).unwrap(), c, "the daemon gets both");
+        for bad in ["--rx-ring 1000", "--rx-ring 4", "--rx-ring 8192", "--tx-ring 0", "--rx-ring x"]
+        {
+            let err = parse_up(&args(&format!("{} {bad}", base()))).unwrap_err().to_string();
+            assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
+        }
+        let why = parse_ring("--rx-ring", "8192").unwrap_err().to_string();
+        assert!(why.contains("power of two") && why.contains("4096"), "{why}");
+    }
+
+    #[test]
+    fn the_model_memory_check_names_the_numbers() {
+        let c = parse_up(&args(&format!("{} --queues 16", base()))).unwrap();
+        let window = c.sim_dma_window().unwrap();
+        let one = parse_up(&args(&base())).unwrap().sim_dma_window().unwrap();
+        assert_eq!(window, 16 * one, "the window grows with the queues");
+        assert_eq!(check_sim_memory(&c, window as u64), Ok(()));
+        assert_eq!(check_sim_memory(&c, 0), Ok(()), "unknown: left to the window's creation");
+        let err = check_sim_memory(&c, window as u64 - 1).unwrap_err().to_string();
+        let mib = window.div_ceil(1 << 20);
+        for needed in [format!("{mib} MiB"), "16 queue(s)".into(), "4096 receive".into()] {
+            assert!(err.contains(&needed), "{needed:?} missing: {err}");
+        }
+        assert!(err.contains("--rx-ring"), "says what to change: {err}");
     }
 
     #[test]

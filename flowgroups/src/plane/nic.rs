@@ -129,13 +129,21 @@ impl Nic {
                     .ok_or_else(|| PlaneError::Config("--nic sim needs --wire".into()))?;
                 let (wire, wire_counters) = wire_for(spec)?;
                 let mac = config.mac.unwrap_or(DEFAULT_SIM_MAC);
-                let model_config = ModelConfig {
-                    mac,
-                    // Rings and buffers of up to 16 queue pairs (about 2 MiB each).
-                    dma_window_bytes: 64 << 20,
-                    ..ModelConfig::default()
-                };
-                let model = Model82599::new(model_config, wire).map_err(PlaneError::io("model"))?;
+                // Exactly what the instances' queues take (rings and one buffer per
+                // descriptor); memory is only used as the rings cycle through it.
+                let window = config.sim_dma_window()?;
+                let model_config =
+                    ModelConfig { mac, dma_window_bytes: window, ..ModelConfig::default() };
+                let model = Model82599::new(model_config, wire).map_err(|e| {
+                    PlaneError::Nic(format!(
+                        "creating the model's {} MiB DMA window ({} queue(s), --rx-ring {}, \
+                         --tx-ring {}): {e}",
+                        window.div_ceil(1 << 20),
+                        config.queues,
+                        config.rx_ring,
+                        config.tx_ring
+                    ))
+                })?;
                 let handle = model.handle();
                 let counters = model.counters();
                 let runner = ModelEngine::spawn(model).map_err(PlaneError::io("model thread"))?;

@@ -5,8 +5,11 @@
 //! `ControlMessage::AppAttached`, see [`super::spawn`]), and answers the app with
 //! `Registered` + the two fds, then `Doorbells` + one doorbell eventfd per instance.
 //! `Registered` names the instances alive at that moment, so that the app replicates its
-//! listeners only to instances that will answer (a dead one never would). The
-//! app keeps its connection open for life; when it hangs up (exit, crash, kill -9) every
+//! listeners only to instances that will answer (a dead one never would); the same mask
+//! goes into the segment's `LiveInstances` header word, which the plane rewrites (and wakes
+//! the app) whenever an instance dies, so that apps registered before the death stop using
+//! it too ([`Registrar::announce_live_instances`]). The app keeps its connection open for
+//! life; when it hangs up (exit, crash, kill -9) every
 //! instance gets `AppDetached` and resets and frees the app's sockets.
 //!
 //! # Listener families
@@ -26,7 +29,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 
 use crate::channel::proto::{Errno, RegistrationMessage};
-use crate::channel::{AppLayout, AppSegment, SocketField};
+use crate::channel::{AppLayout, AppSegment, HeaderWord, SocketField};
 use crate::control::ControlMessage;
 use crate::instance::plane_link::send_app_fds;
 use crate::shm::process::peer_pid;
@@ -50,8 +53,9 @@ pub struct AppEntry {
     pub home: u16,
     conn: UnixStream,
     segment: AppSegment,
-    // Kept so that the eventfd lives as long as the app, whoever else holds it.
-    _wake: EventFd,
+    // Lives as long as the app, whoever else holds it; the plane writes it to announce a
+    // dead instance.
+    wake: EventFd,
 }
 
 /// Apps registered with this plane.
@@ -157,7 +161,10 @@ impl Registrar {
                 }
             }
         }
-        let live = instances.iter().filter(|i| !i.dead).fold(0u16, |m, i| m | (1 << i.index));
+        let live = live_mask(instances);
+        if let Ok(w) = segment.header_word(HeaderWord::LiveInstances) {
+            w.store(u32::from(live), Ordering::Release);
+        }
         let reply = RegistrationMessage::Registered {
             app_id,
             home,
@@ -170,8 +177,7 @@ impl Registrar {
             let count = self.layout.instances;
             send_fds(&conn, &RegistrationMessage::Doorbells { count }.encode(), &doorbells)
         });
-        self.apps
-            .insert(app_id, AppEntry { app_id, pid, family, home, conn, segment, _wake: wake });
+        self.apps.insert(app_id, AppEntry { app_id, pid, family, home, conn, segment, wake });
         self.registered_total += 1;
         if let Err(e) = answered {
             // The app is gone already: undo at once.
@@ -238,10 +244,31 @@ impl Registrar {
         }
     }
 
+    /// Writes `live` (bit i: instance i serves) into every app's `LiveInstances` header word
+    /// and wakes the app, after an instance died: an app registered before the death would
+    /// otherwise keep replicating listeners to the dead instance and wait for its answer.
+    /// The wake-up ends any wait for that answer at once (the client re-checks the word
+    /// whenever it wakes); a wake-up nobody waits for costs the app one spurious return.
+    pub fn announce_live_instances(&self, live: u16) {
+        for app in self.apps.values() {
+            if let Ok(w) = app.segment.header_word(HeaderWord::LiveInstances) {
+                w.store(u32::from(live), Ordering::Release);
+            }
+            if let Err(e) = app.wake.notify() {
+                eprintln!("netpop: cannot wake app {} about a dead instance: {e}", app.app_id);
+            }
+        }
+    }
+
     /// Makes an accepted connection non-blocking for hang-up polling.
     pub fn prepare(conn: &UnixStream) -> io::Result<()> {
         conn.set_nonblocking(true)
     }
+}
+
+/// The instances not known dead (bit i: instance i).
+pub fn live_mask(instances: &[InstanceProc]) -> u16 {
+    instances.iter().filter(|i| !i.dead).fold(0u16, |m, i| m | (1 << i.index))
 }
 
 /// How far up the process tree a registration looks for a registered ancestor.

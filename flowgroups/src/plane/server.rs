@@ -34,7 +34,7 @@ const MOVE_POLL: Duration = Duration::from_millis(1);
 use super::config::{NicSpec, UpConfig, check_environment, format_mac};
 use super::health::{self, PROBE_INTERVAL};
 use super::nic::{Nic, RSS_KEY};
-use super::registration::Registrar;
+use super::registration::{Registrar, live_mask};
 use super::spawn::{InstanceProc, random_secret};
 use super::stat::{InstanceFacts, PlaneStat, StatSnapshot};
 
@@ -231,6 +231,7 @@ fn start(config: UpConfig) -> Result<Plane, PlaneError> {
             child_nic,
             capture_dir.clone(),
             core,
+            (config.rx_ring, config.tx_ring),
             secret,
         )?;
         drop::<Vec<OwnedFd>>(keep);
@@ -618,7 +619,11 @@ impl Plane {
     }
 
     fn health(&mut self) {
-        for (index, why) in health::check(&mut self.instances, &self.control, monotonic_ns()) {
+        let dead = health::check(&mut self.instances, &self.control, monotonic_ns());
+        if !dead.is_empty() {
+            self.registrar.announce_live_instances(live_mask(&self.instances));
+        }
+        for (index, why) in dead {
             eprintln!("netpop {}: instance {index} is dead: {why}", self.config.name);
             self.registrar.withdraw_instance(index);
             // Its listener ready counts are stale too.

@@ -29,7 +29,7 @@ use crate::shm::process::dup_inheritable;
 use crate::shm::{EventFd, RingConsumer, RingProducer};
 
 use super::PlaneError;
-use super::config::{ArgCursor, ConfigError};
+use super::config::{ArgCursor, ConfigError, DEFAULT_RX_RING, DEFAULT_TX_RING, parse_ring};
 
 /// First four bytes of the bootstrap message: "NPBS" little-endian.
 pub const BOOTSTRAP_MAGIC: u32 = u32::from_le_bytes(*b"NPBS");
@@ -140,6 +140,8 @@ pub struct InstanceArgs {
     pub capture_dir: PathBuf,
     /// CPU to pin to.
     pub core: Option<usize>,
+    /// Receive and transmit descriptors of the instance's queue (`sim` and `ixgbe`).
+    pub rings: (u32, u32),
 }
 
 impl InstanceArgs {
@@ -183,6 +185,7 @@ impl InstanceArgs {
         if let Some(c) = self.core {
             a.extend(["--core".into(), c.to_string()]);
         }
+        a.extend(["--rings".into(), format!("{},{}", self.rings.0, self.rings.1)]);
         a
     }
 
@@ -215,6 +218,7 @@ impl InstanceArgs {
         let (mut nic, mut model_fds, mut xskmap, mut capture_dir, mut core) =
             (None, None, None, None, None);
         let mut peer_doorbells = Vec::new();
+        let mut rings = (DEFAULT_RX_RING, DEFAULT_TX_RING);
         let mut vfio_fds: Option<String> = None;
         let mut c = ArgCursor::new(args);
         while let Some(opt) = c.next_option() {
@@ -240,6 +244,15 @@ impl InstanceArgs {
                 "--vfio-fds" => vfio_fds = Some(c.value("--vfio-fds")?.to_string()),
                 "--capture-dir" => capture_dir = Some(PathBuf::from(c.value("--capture-dir")?)),
                 "--core" => core = Some(num::<usize>("--core", c.value("--core")?)?),
+                "--rings" => {
+                    let v = c.value("--rings")?;
+                    let (rx, tx) = v.split_once(',').ok_or(ConfigError::Invalid {
+                        option: "--rings",
+                        value: v.to_string(),
+                        why: "expected RX,TX".into(),
+                    })?;
+                    rings = (parse_ring("--rings", rx)?, parse_ring("--rings", tx)?);
+                }
                 "--peer-doorbells" => {
                     for item in c.value("--peer-doorbells")?.split(',') {
                         let (i, f) = item.split_once(':').ok_or(ConfigError::Invalid {
@@ -294,6 +307,7 @@ impl InstanceArgs {
             nic,
             capture_dir: capture_dir.ok_or(ConfigError::Required("--capture-dir"))?,
             core,
+            rings,
         })
     }
 }
@@ -338,6 +352,7 @@ impl InstanceProc {
         nic: ChildNic,
         capture_dir: PathBuf,
         core: Option<usize>,
+        rings: (u32, u32),
         secret: [u8; 16],
     ) -> Result<InstanceProc, PlaneError> {
         let (link, theirs) = UnixStream::pair().map_err(PlaneError::io("socketpair"))?;
@@ -371,6 +386,7 @@ impl InstanceProc {
             nic,
             capture_dir,
             core,
+            rings,
         };
         if let Some(block) = control.instance(index) {
             block.state.store(InstanceState::Starting as u32, Ordering::Release);
@@ -505,6 +521,7 @@ mod tests {
                 nic,
                 capture_dir: PathBuf::from("/run/netpop/x.capture"),
                 core: Some(1),
+                rings: (4096, 64),
             };
             assert_eq!(InstanceArgs::parse(&a.to_args()), Ok(a));
         }
@@ -518,6 +535,7 @@ mod tests {
             nic: ChildNic::Ixgbe { pci: "x".into(), vfio: None },
             capture_dir: PathBuf::new(),
             core: None,
+            rings: (512, 512),
         }
         .to_args();
         bad[5] = "1".into(); // --control-fd 1: stdout is not inheritable state

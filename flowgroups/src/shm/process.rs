@@ -129,6 +129,10 @@ pub enum Signal {
     Kill,
     /// SIGTERM: asks for a clean exit.
     Term,
+    /// SIGSTOP: freezes the process (tests use it to hold an instance still).
+    Stop,
+    /// SIGCONT: lets a stopped process run again.
+    Continue,
 }
 
 /// Sends `signal` to process `pid`. Refuses pid 0 and pids that do not fit a positive
@@ -141,6 +145,8 @@ pub fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     let sig = match signal {
         Signal::Kill => libc::SIGKILL,
         Signal::Term => libc::SIGTERM,
+        Signal::Stop => libc::SIGSTOP,
+        Signal::Continue => libc::SIGCONT,
     };
     // SAFETY: kill with a positive pid signals exactly that process.
     check(unsafe { libc::kill(pid, sig) }).map(|_| ())

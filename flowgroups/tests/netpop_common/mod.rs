@@ -447,6 +447,31 @@ impl Peer {
         moved
     }
 
+    /// Puts everything the stack has to send on the wire, waiting for room in the socket
+    /// instead of dropping (a burst must reach the model whole); reads nothing. Returns
+    /// the frames written.
+    pub fn flush_all(&mut self) -> usize {
+        let now = self.now();
+        let mut written = 0;
+        while let Some(n) = self.stack.poll_transmit(now, &mut self.frame) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match (&self.sock).write(&self.frame[..n]) {
+                    Ok(w) if w == n => break,
+                    Ok(_) => panic!("a SEQPACKET record is written whole"),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "the wire took no frame for 10 s");
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(e) => panic!("writing to the wire: {e}"),
+                }
+            }
+            self.frames_out += 1;
+            written += 1;
+        }
+        written
+    }
+
     /// Waits briefly for input (at most until the next stack timer, capped at 1 ms).
     pub fn idle(&self) {
         let cap = Duration::from_millis(1);

@@ -46,6 +46,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::dma::SharedDmaWindow;
+use crate::ixgbe::descriptors::DESC_LEN;
 use crate::ixgbe::regs;
 use crate::link::{FrameBuffers, WireBackend};
 pub use regfile::RegisterFile;
@@ -72,6 +73,26 @@ impl Default for ModelConfig {
             dma_window_bytes: 64 << 20,
             rx_packet_buffer_bytes: 512 * 1024,
         }
+    }
+}
+
+/// Page size the DMA window hands out regions in: the driver asks for every ring and
+/// packet pool 4 KiB-aligned (§7.1.9 needs only 128 bytes; a page keeps them apart).
+const DMA_PAGE: usize = 4096;
+
+impl ModelConfig {
+    /// The DMA window that `queue_pairs` queue pairs attached with `queue` need: per pair
+    /// a receive ring, a transmit ring (16 bytes per advanced descriptor, §7.1.6 / §7.2.3.2)
+    /// and a packet pool of one buffer per descriptor of both rings, each starting on a
+    /// page of its own. This is what [`crate::IxgbeQueuePair::attach`] allocates from the
+    /// window; `None` if the sum does not fit in `usize`.
+    pub fn dma_window_for(queue_pairs: usize, queue: &crate::QueueConfig) -> Option<usize> {
+        let page = |bytes: usize| bytes.checked_next_multiple_of(DMA_PAGE);
+        let descriptors = queue.rx_ring_size.checked_add(queue.tx_ring_size)?;
+        let per_pair = page(queue.rx_ring_size.checked_mul(DESC_LEN)?)?
+            .checked_add(page(queue.tx_ring_size.checked_mul(DESC_LEN)?)?)?
+            .checked_add(page(descriptors.checked_mul(queue.buffer_size)?)?)?;
+        per_pair.checked_mul(queue_pairs)
     }
 }
 

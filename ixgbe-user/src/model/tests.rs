@@ -289,3 +289,31 @@ fn ring_base_low_bits_are_ignored_as_on_the_silicon() {
     rig.run();
     assert_eq!(r.read(regs::tdh(0)), 1, "the descriptor at the aligned base was fetched");
 }
+
+#[test]
+fn a_window_sized_for_n_queue_pairs_holds_exactly_n() {
+    use crate::ixgbe::Bar0;
+    use crate::{Device, DeviceConfig, IxgbeError, IxgbeQueuePair, QueueConfig};
+
+    // Ring sizes that are not a page multiple, so the page rounding of every region counts.
+    let qc = QueueConfig { rx_ring_size: 1000, tx_ring_size: 200, ..QueueConfig::default() };
+    let pairs = 3;
+    let window = ModelConfig::dma_window_for(pairs, &qc).unwrap();
+    let config = ModelConfig { dma_window_bytes: window, ..ModelConfig::default() };
+    let (wire, _peer) = memory_link();
+    let model = Model82599::new(config, Box::new(wire)).unwrap();
+    let handle = model.handle();
+    let _runner = ModelRunner::spawn(vec![model]).unwrap();
+    let device = Device::init(
+        Bar0::from_model(Arc::clone(handle.registers())),
+        &DeviceConfig { link_timeout: Duration::from_secs(2), ..DeviceConfig::default() },
+    )
+    .unwrap();
+    let attached: Vec<IxgbeQueuePair> = (0..pairs as u16)
+        .map(|q| IxgbeQueuePair::attach(device.bar().clone(), handle.dma(), q, &qc).unwrap())
+        .collect();
+    assert_eq!(attached.len(), pairs);
+    let one_more = IxgbeQueuePair::attach(device.bar().clone(), handle.dma(), 3, &qc);
+    assert!(matches!(one_more, Err(IxgbeError::Dma(_))), "{one_more:?}");
+    assert_eq!(ModelConfig::dma_window_for(usize::MAX, &qc), None, "overflow is refused");
+}

@@ -112,11 +112,39 @@ impl Client {
         tag: u64,
         if_abandoned: Abandoned,
     ) -> io::Result<Completion> {
+        // Without an instance to watch, only a completion ends the wait with `Ok`.
+        self.wait_completion_from(tag, if_abandoned, None)?.ok_or_else(|| err(Errno::ETIMEDOUT))
+    }
+
+    /// [`Client::wait_completion`] for a request sent to `instance`, which gives up early,
+    /// with `Ok(None)`, if the plane announces that instance dead: it will never answer,
+    /// and a caller that replicates a request to every instance (a listen) goes on with
+    /// the others instead of failing after [`CALL_TIMEOUT`]. The plane wakes the app when
+    /// it announces a death, so this takes no longer than noticing the death does.
+    pub(super) fn wait_completion_unless_dead(
+        &self,
+        tag: u64,
+        instance: u16,
+    ) -> io::Result<Option<Completion>> {
+        self.wait_completion_from(tag, Abandoned::Ignore, Some(instance))
+    }
+
+    fn wait_completion_from(
+        &self,
+        tag: u64,
+        if_abandoned: Abandoned,
+        instance: Option<u16>,
+    ) -> io::Result<Option<Completion>> {
         let deadline = Instant::now() + CALL_TIMEOUT;
+        // `Some(None)`: the instance died first.
+        let check = || -> io::Result<Option<Option<Completion>>> {
+            if let Some(c) = lock(&self.results).done.remove(&tag) {
+                return Ok(Some(Some(c)));
+            }
+            Ok(instance.is_some_and(|i| !self.is_live(i)).then_some(None))
+        };
         let waited = loop {
-            let w = self
-                .block_until(Some(deadline), true, || Ok(lock(&self.results).done.remove(&tag)));
-            match w {
+            match self.block_until(Some(deadline), true, check) {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted
                         && matches!(if_abandoned, Abandoned::Accept { .. }) => {}
@@ -124,17 +152,21 @@ impl Client {
             }
         };
         let error = match waited {
-            Ok(Some(c)) => return Ok(c),
-            Ok(None) => err(Errno::ETIMEDOUT),
-            Err(e) => e,
+            Ok(Some(Some(c))) => return Ok(Some(c)),
+            Ok(Some(None)) => None,
+            Ok(None) => Some(err(Errno::ETIMEDOUT)),
+            Err(e) => Some(e),
         };
         let mut r = lock(&self.results);
         // Filed after the last check: the call did complete.
         if let Some(c) = r.done.remove(&tag) {
-            return Ok(c);
+            return Ok(Some(c));
         }
         r.abandoned.insert(tag, if_abandoned);
-        Err(error)
+        match error {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
     }
 
     pub(super) fn expect_done(&self, c: Completion) -> io::Result<()> {

@@ -17,7 +17,7 @@ use std::net::SocketAddrV4;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use super::proto::{
     Completion, CompletionSlot, Errno, MESSAGE_LEN, RegistrationMessage, Request, RequestSlot,
     ShutdownHow, SockOption, SocketInfo,
 };
-use super::{AppLayout, AppSegment, Readiness, SocketField, SocketId};
+use super::{AppLayout, AppSegment, HeaderWord, Readiness, SocketField, SocketId};
 use crate::shm::{
     ByteRingReader, ByteRingWriter, EventFd, RingConsumer, RingProducer, recv_fds, send_fds,
 };
@@ -115,9 +115,11 @@ pub struct Client {
     layout: AppLayout,
     app_id: u32,
     home: u16,
-    /// Instances alive when the app registered (bit i: instance i): listeners are
-    /// replicated to these, connections opened on these. Never empty; has `home`.
-    live: u16,
+    /// Instances that serve (bit i: instance i): listeners are replicated to these,
+    /// connections opened on these. Set at registration and narrowed when the plane
+    /// announces a death (see [`Client::refresh_live`]). Never empty; has `home` unless
+    /// `home` died.
+    live: AtomicU16,
     wake: EventFd,
     /// One per instance, or none (then instances must poll their rings).
     doorbells: Vec<EventFd>,
@@ -221,7 +223,7 @@ impl Client {
             layout,
             app_id,
             home,
-            live: super::all_instances(layout.instances),
+            live: AtomicU16::new(super::all_instances(layout.instances)),
             wake,
             doorbells,
             requests,
@@ -256,13 +258,42 @@ impl Client {
         if live & !every != 0 || live & (1 << self.home) == 0 {
             return Err(invalid("live-instance mask without the home instance or out of range"));
         }
-        self.live = live;
+        self.live.store(live, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The instances this app uses, in index order.
+    /// The instances this app uses, in index order: those alive at registration, less any
+    /// the plane has since announced dead.
     pub fn live_instances(&self) -> Vec<u16> {
-        (0..self.layout.instances).filter(|&i| self.live & (1 << i) != 0).collect()
+        let live = self.refresh_live();
+        (0..self.layout.instances).filter(|&i| live & (1 << i) != 0).collect()
+    }
+
+    /// Takes in the plane's latest word on which instances serve (the segment's
+    /// `LiveInstances` header word; 0 from a plane that does not write it) and returns
+    /// the mask in use. Instances only ever die, so the mask only narrows; a word that
+    /// would leave no instance, or names instances outside the layout, is not the
+    /// plane's and is ignored.
+    fn refresh_live(&self) -> u16 {
+        let current = self.live.load(Ordering::Acquire);
+        let announced = self
+            .seg
+            .header_word(HeaderWord::LiveInstances)
+            .ok()
+            .and_then(|w| u16::try_from(w.load(Ordering::Acquire)).ok())
+            .unwrap_or(0);
+        let every = super::all_instances(self.layout.instances);
+        let narrowed = current & announced;
+        if announced & !every != 0 || narrowed == 0 || narrowed == current {
+            return current;
+        }
+        // Racing threads store the same or a narrower mask: either is true.
+        self.live.fetch_and(announced, Ordering::AcqRel) & announced
+    }
+
+    /// Whether `instance` serves, as far as this app knows.
+    fn is_live(&self, instance: u16) -> bool {
+        self.refresh_live() & (1 << instance) != 0
     }
 
     /// The segment's layout.
@@ -301,13 +332,15 @@ impl Client {
             }
         }
         let mut first_error = None;
-        for &(_, tag) in &tags {
-            match self.wait_completion(tag, Abandoned::Ignore) {
-                Ok(Completion::Listening { .. }) => {}
-                Ok(Completion::Failed { errno, .. }) => {
+        for &(instance, tag) in &tags {
+            // An instance announced dead while the Listen waited for it never answers;
+            // the others serve the port.
+            match self.wait_completion_unless_dead(tag, instance) {
+                Ok(Some(Completion::Listening { .. }) | None) => {}
+                Ok(Some(Completion::Failed { errno, .. })) => {
                     first_error.get_or_insert(err(errno));
                 }
-                Ok(_) => {
+                Ok(Some(_)) => {
                     first_error.get_or_insert(invalid("unexpected completion"));
                 }
                 Err(e) => {
@@ -316,10 +349,12 @@ impl Client {
             }
         }
         if let Some(e) = first_error {
-            // Every instance that got the Listen, also those whose answer did not come
-            // (a signal, a timeout): each takes the Close after the Listen, so none keeps
-            // the subscription; those that refused answer it with an error, which is fine.
-            let sent: Vec<u16> = tags.iter().map(|&(i, _)| i).collect();
+            // Every live instance that got the Listen, also those whose answer did not
+            // come (a signal, a timeout): each takes the Close after the Listen, so none
+            // keeps the subscription; those that refused answer it with an error, which
+            // is fine. A dead one would never answer the Close and keep the slot.
+            let sent: Vec<u16> =
+                tags.iter().map(|&(i, _)| i).filter(|&i| self.is_live(i)).collect();
             self.close_on(slot, &sent);
             return Err(e);
         }
@@ -443,7 +478,8 @@ impl Client {
         let sock = SocketId(slot);
         let n = self.layout.instances;
         let mut started = false;
-        let live = (0..n).map(|k| (self.home + k) % n).filter(|&i| self.live & (1 << i) != 0);
+        let mask = self.refresh_live();
+        let live = (0..n).map(|k| (self.home + k) % n).filter(|&i| mask & (1 << i) != 0);
         for instance in live {
             match self.call(instance, Request::Connect { sock, addr, local_port })? {
                 Completion::Connecting { local, .. } => {
@@ -930,7 +966,7 @@ impl Client {
             .socket_word(slot, SocketField::Owner)
             .ok()
             .and_then(|w| u16::try_from(w.load(Ordering::Acquire)).ok())
-            .filter(|&i| i < self.layout.instances && self.live & (1 << i) != 0)
+            .filter(|&i| i < self.layout.instances && self.is_live(i))
             .unwrap_or(first)
     }
 

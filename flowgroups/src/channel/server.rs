@@ -34,6 +34,10 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 
 /// Chooses the local port of an active open (the ports module picks one whose reply hashes
 /// to this instance's flow groups); `None` lets the stack pick an ephemeral port.
+/// Rounds of `serve` a dying app's leftover requests get (each up to
+/// `MAX_REQUESTS_PER_SERVE`).
+const DETACH_SERVE_ROUNDS: usize = 64;
+
 pub type SourcePortChooser<'a> = &'a mut dyn FnMut(&Stack, SocketAddrV4) -> Option<u16>;
 
 /// Says whether the replies of a connection from local port `port` to `remote` reach this
@@ -1045,16 +1049,28 @@ impl ChannelHub {
         Ok(())
     }
 
-    /// Stops serving an app (it died: ControlMessage::AppDetached) and resets all its
-    /// connections. False if it was not attached.
-    pub fn detach(&mut self, stack: &mut Stack, app_id: AppId) -> bool {
-        match self.apps.remove(&app_id) {
-            Some(mut server) => {
-                server.reclaim(stack, &mut self.registry);
-                true
+    /// Stops serving an app (it died: ControlMessage::AppDetached) and resets the
+    /// connections it still held. False if it was not attached.
+    ///
+    /// What the app asked for before it died is carried out first: a process that writes
+    /// its last response, closes the connection and exits (an Apache child at a graceful
+    /// restart) has its response sent and its connection closed in order, as the kernel
+    /// would, even when the plane reports its death before this instance read its last
+    /// requests. Its requests can still open nothing new: no source port is chosen for a
+    /// dead app's `connect`.
+    pub fn detach(&mut self, stack: &mut Stack, now: Instant, app_id: AppId) -> bool {
+        let Some(mut server) = self.apps.remove(&app_id) else { return false };
+        // Bounded: a ring holds at most its capacity of requests, and the app is gone.
+        for _ in 0..DETACH_SERVE_ROUNDS {
+            let served =
+                server
+                    .serve(stack, now, &mut self.registry, &mut |_, _| None, &mut |_, _, _| false);
+            if served.requests == 0 {
+                break;
             }
-            None => false,
         }
+        server.reclaim(stack, &mut self.registry);
+        true
     }
 
     /// Serves every attached app once. A connection from a source port the app bound is

@@ -562,7 +562,7 @@ impl KernelInstance {
             ControlMessage::AppDetached { app_id } => {
                 self.pending.announced.remove(&app_id);
                 self.pending.fds.remove(&app_id);
-                if self.hub.detach(&mut self.stack, app_id) {
+                if self.hub.detach(&mut self.stack, self.now, app_id) {
                     self.counters.apps_detached += 1;
                 }
             }

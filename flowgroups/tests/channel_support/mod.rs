@@ -141,9 +141,10 @@ impl Harness {
     /// Detaches an app from every instance (what the plane does when it dies).
     pub fn detach(&self, app_id: u32) {
         let mut w = self.lock();
+        let now = w.now;
         for lane in &mut w.lanes {
             let Lane { server, hub, .. } = lane;
-            hub.detach(server, app_id);
+            hub.detach(server, now, app_id);
         }
     }
 

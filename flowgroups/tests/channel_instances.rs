@@ -172,6 +172,30 @@ fn dead_apps_are_reclaimed_without_leaks_a_hundred_times() {
 }
 
 #[test]
+fn an_app_that_closes_and_dies_before_the_instance_looks_still_delivers_its_last_bytes() {
+    // An Apache child at a graceful restart: it writes its last response, closes the
+    // connection and exits, and the plane may report its death before the instance has
+    // read any of that. The peer must get the response and an orderly end, not a reset.
+    let h = Harness::new(1);
+    let app = h.add_app(1, 1, 0);
+    let c = &app.client;
+    let l = c.listen(97, 8).unwrap();
+    let p = h.peer_connect(0, 97);
+    let (s, _) = c.accept(l, true).unwrap();
+    h.peer_wait_established(0, p);
+    h.with(|w| {
+        // The instance loop is held still: the write and the close wait in the app's rings
+        // when the detach comes.
+        assert_eq!(c.send(s, b"last response", false).unwrap(), 13);
+        c.close(s).unwrap();
+        let now = w.now;
+        let lane = &mut w.lanes[0];
+        assert!(lane.hub.detach(&mut lane.server, now, app.app_id));
+    });
+    assert_eq!(h.peer_recv_to_eof(0, p), b"last response");
+}
+
+#[test]
 fn registration_over_a_unix_socket_hands_over_segment_and_fds() {
     let h = Harness::new(1);
     let dir = std::env::temp_dir().join(format!("netpop-channel-test-{}", std::process::id()));

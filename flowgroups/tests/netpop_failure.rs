@@ -121,16 +121,7 @@ fn an_app_started_after_an_instance_died_listens_at_once_and_is_served() {
     let ready_in = started.elapsed();
     println!("app {} listening after {ready_in:?}", server_app.app_id);
     assert!(ready_in < Duration::from_secs(3), "listen took {ready_in:?}");
-    let served = peer.short_connections(
-        SocketAddrV4::new(NETPOP_IP, ECHO_PORT),
-        200,
-        16,
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-        |_| None,
-    );
-    assert_eq!(served.failed, 0, "{:?}", served.failures);
-    assert_eq!(served.ok, 200);
+    peer.assert_serves_200(ECHO_PORT);
 }
 
 /// Echoes every connection accepted on `listener`, each on a thread of its own.
@@ -178,16 +169,7 @@ fn an_app_registered_before_an_instance_died_listens_at_once_afterwards() {
         s.get("instances").array()[1].get("groups_owned").u64() == 0
     });
     for port in [new_port, ECHO_PORT] {
-        let served = peer.short_connections(
-            SocketAddrV4::new(NETPOP_IP, port),
-            200,
-            16,
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-            |_| None,
-        );
-        assert_eq!(served.failed, 0, "port {port}: {:?}", served.failures);
-        assert_eq!(served.ok, 200, "port {port}");
+        peer.assert_serves_200(port);
     }
 }
 

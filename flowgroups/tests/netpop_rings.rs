@@ -88,14 +88,5 @@ fn sixteen_queues_with_the_default_ring_start_and_serve() {
     assert_eq!(instances.len(), 16);
     assert!(instances.iter().all(|i| i.get("state").str() == "running"), "{}", summarize(&stat));
     let _server = EchoServer::spawn(&np.socket(), ECHO_PORT);
-    let report = peer.short_connections(
-        SocketAddrV4::new(NETPOP_IP, ECHO_PORT),
-        200,
-        16,
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-        |_| None,
-    );
-    assert_eq!(report.failed, 0, "{:?}", report.failures);
-    assert_eq!(report.ok, 200);
+    peer.assert_serves_200(ECHO_PORT);
 }

@@ -19,6 +19,24 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// Largest frame a wire carries (the 82599's jumbo limit, 15.5 KiB, rounded up).
 pub const MAX_WIRE_FRAME: usize = 16 * 1024;
 
+/// Sends `frames` in order through `send` and empties the vector, every buffer going back
+/// to `buffers`; after a failed send the remaining frames are not sent and the error is
+/// returned. The frame loop of every [`WireBackend::transmit_batch`].
+pub fn transmit_each(
+    frames: &mut Vec<Vec<u8>>,
+    buffers: &mut FrameBuffers,
+    mut send: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    for frame in frames.drain(..) {
+        if result.is_ok() {
+            result = send(&frame);
+        }
+        buffers.recycle(frame);
+    }
+    result
+}
+
 /// Emptied frame buffers kept for reuse, so a port in its steady state does not allocate.
 /// Buffers beyond [`FrameBuffers::KEEP`] are freed.
 #[derive(Debug, Default)]
@@ -83,14 +101,7 @@ pub trait WireBackend: Send {
         frames: &mut Vec<Vec<u8>>,
         buffers: &mut FrameBuffers,
     ) -> io::Result<()> {
-        let mut result = Ok(());
-        for frame in frames.drain(..) {
-            if result.is_ok() {
-                result = self.transmit(&frame);
-            }
-            buffers.recycle(frame);
-        }
-        result
+        transmit_each(frames, buffers, |frame| self.transmit(frame))
     }
 
     /// Receives up to `max` frames without blocking and appends them to `out` in arrival

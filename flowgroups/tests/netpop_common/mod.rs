@@ -485,6 +485,20 @@ impl Peer {
         let _ = wait_readable(&[self.sock.as_fd()], Some(wait));
     }
 
+    /// Asserts that netpop serves 200 short echo connections on `port`, 16 at a time.
+    pub fn assert_serves_200(&mut self, port: u16) {
+        let served = self.short_connections(
+            SocketAddrV4::new(NETPOP_IP, port),
+            200,
+            16,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            |_| None,
+        );
+        assert_eq!(served.failed, 0, "port {port}: {:?}", served.failures);
+        assert_eq!(served.ok, 200, "port {port}");
+    }
+
     /// Makes `total` short connections (connect, send 4 bytes, read the 4-byte echo,
     /// close) to `server`, `concurrency` at a time. `port_for(i)` may choose connection
     /// `i`'s local port (None: ephemeral). Every connection gets `per_conn` to finish.

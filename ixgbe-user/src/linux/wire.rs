@@ -182,14 +182,7 @@ impl<Q: QueuePair> WireBackend for QueueWire<Q> {
         frames: &mut Vec<Vec<u8>>,
         buffers: &mut FrameBuffers,
     ) -> io::Result<()> {
-        let mut result = Ok(());
-        for frame in frames.drain(..) {
-            if result.is_ok() {
-                result = self.queue_frame(&frame);
-            }
-            buffers.recycle(frame);
-        }
-        result?;
+        crate::link::transmit_each(frames, buffers, |frame| self.queue_frame(frame))?;
         if self.unflushed > 0 { self.flush() } else { Ok(()) }
     }
 

@@ -66,8 +66,7 @@ pub struct ArpCache {
     pending_bytes: usize,
     /// Packets dropped by evicting an unresolved address, reported by the next `expire`.
     evicted_packets: usize,
-    /// The latest `now` any call has shown us; stamps resolutions begun by `queue_pending`,
-    /// which is not given the time.
+    /// The latest `now` any call has shown us (time never goes back inside the cache).
     latest_now: Instant,
     /// What [`poll_timeout`](ArpCache::poll_timeout) returns, recomputed after every
     /// change: the stack asks for it on every call of its own `poll_timeout`.
@@ -152,7 +151,8 @@ impl ArpCache {
     ///
     /// Returns false if a packet was dropped: the oldest one queued for `ip`, or this one
     /// when it does not fit in the byte budget. At most one packet is dropped per call.
-    pub fn queue_pending(&mut self, ip: Ipv4Addr, ip_packet: Vec<u8>) -> bool {
+    pub fn queue_pending(&mut self, ip: Ipv4Addr, ip_packet: Vec<u8>, now: Instant) -> bool {
+        self.observe(now);
         let now = self.latest_now;
         let pending_bytes = self.pending_bytes;
         let resolution = self.resolution_mut(ip, now);
@@ -247,9 +247,7 @@ impl ArpCache {
         self.entries.is_empty()
     }
 
-    /// Shows the cache the time: [`queue_pending`](ArpCache::queue_pending), which is not
-    /// given it, stamps new resolutions with the latest time seen.
-    pub fn observe(&mut self, now: Instant) {
+    fn observe(&mut self, now: Instant) {
         self.latest_now = self.latest_now.max(now);
     }
 
@@ -364,11 +362,11 @@ mod tests {
     #[test]
     fn per_address_queue_keeps_the_latest_three() {
         let mut c = cache(8);
-        assert!(c.queue_pending(ip(1), vec![1]));
-        assert!(c.queue_pending(ip(1), vec![2]));
-        assert!(c.queue_pending(ip(1), vec![3]));
-        assert!(!c.queue_pending(ip(1), vec![4]), "a packet was dropped");
-        assert!(c.queue_pending(ip(2), vec![9]), "the limit is per address");
+        assert!(c.queue_pending(ip(1), vec![1], secs(0)));
+        assert!(c.queue_pending(ip(1), vec![2], secs(0)));
+        assert!(c.queue_pending(ip(1), vec![3], secs(0)));
+        assert!(!c.queue_pending(ip(1), vec![4], secs(0)), "a packet was dropped");
+        assert!(c.queue_pending(ip(2), vec![9], secs(0)), "the limit is per address");
         assert_eq!(c.take_pending(ip(1)), vec![vec![2], vec![3], vec![4]]);
         assert_eq!(c.take_pending(ip(1)), Vec::<Vec<u8>>::new());
         assert_eq!(c.take_pending(ip(2)), vec![vec![9]]);
@@ -380,14 +378,14 @@ mod tests {
         let packet = vec![0u8; 9000];
         let fits = MAX_PENDING_BYTES / packet.len();
         for i in 0..fits {
-            assert!(c.queue_pending(ip(i as u8), packet.clone()), "packet {i}");
+            assert!(c.queue_pending(ip(i as u8), packet.clone(), secs(0)), "packet {i}");
         }
-        assert!(!c.queue_pending(ip(200), packet.clone()), "over the byte budget");
+        assert!(!c.queue_pending(ip(200), packet.clone(), secs(0)), "over the byte budget");
         assert_eq!(c.take_pending(ip(200)), Vec::<Vec<u8>>::new());
-        assert!(!c.queue_pending(ip(201), vec![0; MAX_PENDING_BYTES + 1]));
+        assert!(!c.queue_pending(ip(201), vec![0; MAX_PENDING_BYTES + 1], secs(0)));
         // Taking packets frees their bytes.
         assert_eq!(c.take_pending(ip(0)).len(), 1);
-        assert!(c.queue_pending(ip(200), packet));
+        assert!(c.queue_pending(ip(200), packet, secs(0)));
     }
 
     #[test]
@@ -395,10 +393,10 @@ mod tests {
         let mut c = cache(8);
         let big = MAX_PENDING_BYTES / 3;
         for _ in 0..3 {
-            assert!(c.queue_pending(ip(1), vec![0; big]));
+            assert!(c.queue_pending(ip(1), vec![0; big], secs(0)));
         }
         // Full queue, full-ish budget: the displaced packet's bytes make room.
-        assert!(!c.queue_pending(ip(1), vec![1; big]));
+        assert!(!c.queue_pending(ip(1), vec![1; big], secs(0)));
         let taken = c.take_pending(ip(1));
         assert_eq!(taken.len(), 3);
         assert_eq!(taken[2], vec![1; big]);
@@ -409,8 +407,8 @@ mod tests {
         let mut c = cache(8);
         c.expire(secs(10));
         assert!(c.should_request(ip(1), secs(10)));
-        c.queue_pending(ip(1), vec![1]);
-        c.queue_pending(ip(1), vec![2]);
+        c.queue_pending(ip(1), vec![1], secs(0));
+        c.queue_pending(ip(1), vec![2], secs(0));
         assert!(c.should_request(ip(1), secs(11)));
         assert_eq!(c.poll_timeout(), Some(secs(13)));
         assert_eq!(c.expire(Instant::from_millis(12_999)), 0);
@@ -434,7 +432,7 @@ mod tests {
     fn resolved_address_hands_back_its_queue() {
         let mut c = cache(8);
         assert!(c.should_request(ip(7), secs(1)));
-        c.queue_pending(ip(7), vec![0xaa; 40]);
+        c.queue_pending(ip(7), vec![0xaa; 40], secs(0));
         c.fill(ip(7), MAC_A, Instant::from_millis(1_002));
         assert_eq!(c.take_pending(ip(7)), vec![vec![0xaa; 40]]);
         assert_eq!(c.expire(secs(5)), 0, "nothing left to drop");
@@ -460,7 +458,7 @@ mod tests {
     fn unresolved_table_is_bounded_and_evicted_packets_are_reported() {
         let mut c = cache(2);
         assert!(c.should_request(ip(1), secs(0)));
-        c.queue_pending(ip(1), vec![1]);
+        c.queue_pending(ip(1), vec![1], secs(0));
         assert!(c.should_request(ip(2), secs(1)));
         assert!(c.should_request(ip(3), secs(2)), "a new address evicts the oldest attempt");
         assert_eq!(c.take_pending(ip(1)), Vec::<Vec<u8>>::new());

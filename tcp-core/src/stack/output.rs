@@ -66,8 +66,7 @@ impl Stack {
                 }
                 (Some(Ok(len)), None) => {
                     let packet = buf.get(ethernet::HEADER_LEN..len).unwrap_or_default().to_vec();
-                    self.arp.observe(now);
-                    if !self.arp.queue_pending(next_hop, packet) {
+                    if !self.arp.queue_pending(next_hop, packet, now) {
                         self.counters.arp_pending_dropped += 1;
                     }
                     self.request_arp(now, next_hop);
@@ -138,8 +137,7 @@ impl Stack {
                 self.control_tx.push_back(frame);
             }
             None => {
-                self.arp.observe(now);
-                if !self.arp.queue_pending(next_hop, packet) {
+                if !self.arp.queue_pending(next_hop, packet, now) {
                     self.counters.arp_pending_dropped += 1;
                 }
                 self.request_arp(now, next_hop);
